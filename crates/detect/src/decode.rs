@@ -1,0 +1,386 @@
+//! Decoders for the encodings an escape sequence could hide data behind
+//! (percent, form and JSON string escapes), each recording where every
+//! decoded byte came from so findings can be reported in raw coordinates.
+
+/// Maps positions in a decoded buffer back to the raw bytes.
+///
+/// Memory is proportional to the number of escape sequences, not bytes: runs
+/// copied verbatim are one segment each.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PosMap {
+    segs: Vec<Seg>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    /// Decoded offset where the segment starts.
+    dec: usize,
+    /// Raw offset where the segment starts.
+    raw: usize,
+    /// Verbatim segments map byte for byte; an escape segment maps every
+    /// decoded byte to the whole escape (up to the next segment's `raw`).
+    verbatim: bool,
+}
+
+impl PosMap {
+    pub(crate) fn clear(&mut self) {
+        self.segs.clear();
+    }
+
+    /// Records that raw bytes starting at `raw` were copied to `dec` onwards.
+    fn copy(&mut self, dec: usize, raw: usize) {
+        let continues = self
+            .segs
+            .last()
+            .is_some_and(|last| last.verbatim && last.raw + (dec - last.dec) == raw);
+        if continues {
+            return;
+        }
+        self.segs.push(Seg {
+            dec,
+            raw,
+            verbatim: true,
+        });
+    }
+
+    /// Records that the escape starting at `raw` produced bytes from `dec`.
+    /// Also used for a separator byte standing for the raw bytes between two
+    /// decoded pieces.
+    pub(crate) fn escape(&mut self, dec: usize, raw: usize) {
+        self.segs.push(Seg {
+            dec,
+            raw,
+            verbatim: false,
+        });
+    }
+
+    /// Closes the map: the decoded buffer ends at `dec`, the raw input at `raw`.
+    pub(crate) fn finish(&mut self, dec: usize, raw: usize) {
+        self.segs.push(Seg {
+            dec,
+            raw,
+            verbatim: false,
+        });
+    }
+
+    fn seg_of(&self, d: usize) -> usize {
+        // The last segment is the sentinel, so a valid `d` is always below it.
+        self.segs.partition_point(|s| s.dec <= d).saturating_sub(1)
+    }
+
+    /// The raw range that produced decoded bytes `ds..de`, widened to whole
+    /// escape sequences. Returns `None` for an empty or out-of-range span.
+    pub(crate) fn to_raw(&self, ds: usize, de: usize) -> Option<(usize, usize)> {
+        let end = self.segs.last()?;
+        if ds >= de || de > end.dec {
+            return None;
+        }
+        let i = self.seg_of(ds);
+        let s = self.segs.get(i)?;
+        let rs = if s.verbatim {
+            s.raw + (ds - s.dec)
+        } else {
+            s.raw
+        };
+        let j = self.seg_of(de - 1);
+        let e = self.segs.get(j)?;
+        let re = if e.verbatim {
+            e.raw + (de - e.dec)
+        } else {
+            self.segs.get(j + 1).map_or(end.raw, |n| n.raw)
+        };
+        Some((rs, re))
+    }
+}
+
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `raw[start..end]`, appending to `out` and `map` (the
+/// caller clears them and calls [`PosMap::finish`]). `+` becomes
+/// a space at positions `>= plus_from` (form encoding; pass `usize::MAX` for
+/// never). An invalid `%` escape is kept as it is, as servers do.
+pub(crate) fn percent_decode(
+    raw: &[u8],
+    start: usize,
+    end: usize,
+    plus_from: usize,
+    out: &mut Vec<u8>,
+    map: &mut PosMap,
+) {
+    let mut i = start;
+    while i < end {
+        let b = raw[i];
+        if b == b'%' && i + 2 < end {
+            if let (Some(hi), Some(lo)) = (hex_val(raw[i + 1]), hex_val(raw[i + 2])) {
+                map.escape(out.len(), i);
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        } else if b == b'+' && i >= plus_from {
+            map.escape(out.len(), i);
+            out.push(b' ');
+            i += 1;
+            continue;
+        }
+        map.copy(out.len(), i);
+        out.push(b);
+        i += 1;
+    }
+}
+
+/// Decodes the content of a JSON string literal, `raw[start..end]` (between
+/// the quotes), appending to `out` and `map` like [`percent_decode`]. Invalid escapes are kept as
+/// written; a lone surrogate becomes U+FFFD, as lenient parsers do.
+pub(crate) fn json_unescape(
+    raw: &[u8],
+    start: usize,
+    end: usize,
+    out: &mut Vec<u8>,
+    map: &mut PosMap,
+) {
+    let mut i = start;
+    while i < end {
+        let Some(rel) = memchr::memchr(b'\\', &raw[i..end]) else {
+            map.copy(out.len(), i);
+            out.extend_from_slice(&raw[i..end]);
+            break;
+        };
+        if rel > 0 {
+            map.copy(out.len(), i);
+            out.extend_from_slice(&raw[i..i + rel]);
+            i += rel;
+        }
+        // raw[i] is a backslash.
+        let simple = match raw.get(i + 1).filter(|_| i + 1 < end) {
+            Some(b'"') => Some(b'"'),
+            Some(b'\\') => Some(b'\\'),
+            Some(b'/') => Some(b'/'),
+            Some(b'b') => Some(0x08),
+            Some(b'f') => Some(0x0c),
+            Some(b'n') => Some(b'\n'),
+            Some(b'r') => Some(b'\r'),
+            Some(b't') => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            map.escape(out.len(), i);
+            out.push(c);
+            i += 2;
+            continue;
+        }
+        if let Some(u) = hex4(raw, i + 2, end).filter(|_| raw.get(i + 1) == Some(&b'u')) {
+            let mut consumed = 6;
+            let mut cp = u32::from(u);
+            if (0xD800..0xDC00).contains(&cp) {
+                let low = hex4(raw, i + 8, end)
+                    .filter(|_| raw.get(i + 6) == Some(&b'\\') && raw.get(i + 7) == Some(&b'u'));
+                if let Some(lo) = low.filter(|lo| (0xDC00..0xE000).contains(lo)) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
+                    consumed = 12;
+                }
+            }
+            let ch = char::from_u32(cp).unwrap_or('\u{FFFD}');
+            let mut buf = [0u8; 4];
+            map.escape(out.len(), i);
+            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            i += consumed;
+            continue;
+        }
+        // Not a valid escape: keep the backslash as a literal byte.
+        map.copy(out.len(), i);
+        out.push(b'\\');
+        i += 1;
+    }
+}
+
+fn hex4(raw: &[u8], at: usize, end: usize) -> Option<u16> {
+    if at + 4 > end {
+        return None;
+    }
+    let mut v: u16 = 0;
+    for &b in raw.get(at..at + 4)? {
+        v = v << 4 | u16::from(hex_val(b)?);
+    }
+    Some(v)
+}
+
+/// A JSON string literal: `content` is the range between the quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StrLit {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) has_escape: bool,
+}
+
+/// Iterates the string literals of a JSON text lexically. It does not
+/// validate the JSON: a body that claims to be JSON and is not still has its
+/// quoted parts decoded, which is what "an escape hides nothing" needs. An
+/// unterminated literal runs to the end of the input.
+pub(crate) struct StrLits<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> StrLits<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Self {
+        StrLits { s, i: 0 }
+    }
+}
+
+impl Iterator for StrLits<'_> {
+    type Item = StrLit;
+    fn next(&mut self) -> Option<StrLit> {
+        let s = self.s;
+        let open = self.i + memchr::memchr(b'"', s.get(self.i..)?)?;
+        let start = open + 1;
+        let mut j = start;
+        let mut has_escape = false;
+        loop {
+            match memchr::memchr2(b'"', b'\\', s.get(j..).unwrap_or_default()) {
+                None => {
+                    self.i = s.len();
+                    return Some(StrLit {
+                        start,
+                        end: s.len(),
+                        has_escape,
+                    });
+                }
+                Some(rel) if s[j + rel] == b'"' => {
+                    self.i = j + rel + 1;
+                    return Some(StrLit {
+                        start,
+                        end: j + rel,
+                        has_escape,
+                    });
+                }
+                Some(rel) => {
+                    has_escape = true;
+                    j = (j + rel + 2).min(s.len());
+                }
+            }
+        }
+    }
+}
+
+/// One key or value of a form body: `raw[start..end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FormComponent {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// Iterates keys and values of `application/x-www-form-urlencoded` text,
+/// each decoded separately (so `%26` decodes into a value, not a separator).
+pub(crate) fn form_components(s: &[u8]) -> impl Iterator<Item = FormComponent> + '_ {
+    let mut pos = 0;
+    s.split(|&b| b == b'&').flat_map(move |field| {
+        let start = pos;
+        pos += field.len() + 1;
+        let (k, v) = match memchr::memchr(b'=', field) {
+            Some(eq) => (
+                FormComponent {
+                    start,
+                    end: start + eq,
+                },
+                Some(FormComponent {
+                    start: start + eq + 1,
+                    end: start + field.len(),
+                }),
+            ),
+            None => (
+                FormComponent {
+                    start,
+                    end: start + field.len(),
+                },
+                None,
+            ),
+        };
+        std::iter::once(k).chain(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(s: &str) -> (Vec<u8>, PosMap) {
+        let mut out = Vec::new();
+        let mut map = PosMap::default();
+        json_unescape(s.as_bytes(), 0, s.len(), &mut out, &mut map);
+        map.finish(out.len(), s.len());
+        (out, map)
+    }
+
+    #[test]
+    fn json_escapes_decode_and_map_back() {
+        let (out, map) = json(r"a\u0040b.com");
+        assert_eq!(out, b"a@b.com");
+        // "@" came from the whole six-byte escape.
+        assert_eq!(map.to_raw(1, 2), Some((1, 7)));
+        assert_eq!(map.to_raw(0, 7), Some((0, 12)));
+        assert_eq!(map.to_raw(2, 4), Some((7, 9)));
+    }
+
+    #[test]
+    fn json_surrogates_and_invalid_escapes() {
+        let (out, map) = json(r"\ud83d\ude00x\q\ud800");
+        assert_eq!(out, "\u{1F600}x\\q\u{FFFD}".as_bytes());
+        // The emoji's four bytes all map to the twelve-byte pair.
+        assert_eq!(map.to_raw(1, 3), Some((0, 12)));
+        assert_eq!(map.to_raw(4, 5), Some((12, 13)));
+        let (out, _) = json(r"\u12");
+        assert_eq!(out, br"\u12");
+        let (out, _) = json("\\");
+        assert_eq!(out, b"\\");
+    }
+
+    #[test]
+    fn percent_and_plus() {
+        let raw = b"/a%41b?x=1+2%zz%4";
+        let mut out = Vec::new();
+        let mut map = PosMap::default();
+        percent_decode(raw, 0, raw.len(), 6, &mut out, &mut map);
+        map.finish(out.len(), raw.len());
+        assert_eq!(out, b"/aAb?x=1 2%zz%4");
+        assert_eq!(map.to_raw(2, 3), Some((2, 5)));
+        assert_eq!(map.to_raw(8, 9), Some((10, 11)));
+        out.clear();
+        map.clear();
+        percent_decode(raw, 0, raw.len(), usize::MAX, &mut out, &mut map);
+        map.finish(out.len(), raw.len());
+        assert_eq!(out, b"/aAb?x=1+2%zz%4");
+    }
+
+    #[test]
+    fn string_literals() {
+        let s = br#"{"a":"x\"y","b":12,"c":"\\"} "open"#;
+        let lits: Vec<_> = StrLits::new(s)
+            .map(|l| (&s[l.start..l.end], l.has_escape))
+            .collect();
+        let want: Vec<(&[u8], bool)> = vec![
+            (b"a", false),
+            (br#"x\"y"#, true),
+            (b"b", false),
+            (b"c", false),
+            (br"\\", true),
+            (b"open", false),
+        ];
+        assert_eq!(lits, want);
+    }
+
+    #[test]
+    fn form_splits() {
+        let s = b"a=1&b&=c&&d=e=f";
+        let parts: Vec<&[u8]> = form_components(s).map(|c| &s[c.start..c.end]).collect();
+        let want: Vec<&[u8]> = vec![b"a", b"1", b"b", b"", b"c", b"", b"d", b"e=f"];
+        assert_eq!(parts, want);
+    }
+}
