@@ -1,0 +1,354 @@
+//! CONNECT tunnels: decided on host and port; classified as `tls` or `tcp`
+//! by the first bytes the client sends; a TLS server name that differs from
+//! the CONNECT host is refused (domain fronting, covert tunnels).
+//!
+//! When the decision does not depend on the protocol (the usual case), it
+//! is made and recorded before the client hears anything, the upstream is
+//! dialled, and only then does the client get `200`. Server-speaks-first
+//! protocols work: the server's bytes flow at once, while the client's
+//! first bytes are held until they are classified. When the decision does
+//! depend on the protocol, the client gets `200`, veto waits (bounded) for
+//! its first bytes, decides, records, and only then dials the destination,
+//! so a refused destination never even sees a connection attempt.
+
+use crate::answer::{self, Body, Fault};
+use crate::idle::{Activity, Watched};
+use crate::phase::{self, Ctx, Seen, Verdict};
+use crate::sni::{self, Hello};
+use crate::state::{Active, Shared};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use veto_policy::{DataSet, Host, Protocol, normalize_host};
+
+fn bad_request(why: &str) -> Response<Body> {
+    answer::error(Fault::Downstream(StatusCode::BAD_REQUEST), why, None)
+}
+
+/// The tunnel's fixed facts, shared with the task that runs it.
+struct Tunnel {
+    shared: Arc<Shared>,
+    active: Arc<Active>,
+    host: Host,
+    port: u16,
+    ips: Vec<IpAddr>,
+    machine: String,
+}
+
+impl Tunnel {
+    fn view(&self, protocol: Protocol, now: i64) -> veto_policy::Request<'_> {
+        veto_policy::Request {
+            machine: &self.machine,
+            protocol,
+            host: self.host.as_ref(),
+            port: self.port,
+            ips: &self.ips,
+            method: "",
+            path: "",
+            data: DataSet::EMPTY,
+            now,
+        }
+    }
+
+    fn seen(&self, protocol: &'static str) -> Seen<'_> {
+        Seen {
+            protocol,
+            host: self.host.as_ref(),
+            port: self.port,
+            method: None,
+            path: None,
+            ips: &self.ips,
+            data: BTreeMap::new(),
+        }
+    }
+
+    async fn dial(&self) -> Result<TcpStream, (Fault, String)> {
+        let mut last = String::from("no address");
+        for ip in &self.ips {
+            let addr = SocketAddr::new(*ip, self.port);
+            match tokio::time::timeout(self.shared.config.connect_timeout, TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => {
+                    last = format!("cannot reach {}:{} ({ip}): {e}", self.host, self.port)
+                }
+                Err(_) => {
+                    return Err((
+                        Fault::UpstreamTimeout,
+                        format!(
+                            "{}:{} ({ip}) did not accept within {}s",
+                            self.host,
+                            self.port,
+                            self.shared.config.connect_timeout.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+        Err((Fault::UpstreamUnreachable, last))
+    }
+}
+
+pub async fn serve(
+    shared: &Arc<Shared>,
+    ctx: &mut Ctx,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Response<Body>> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return Err(bad_request("CONNECT needs a HOST:PORT target"));
+    };
+    let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
+        return Err(bad_request("CONNECT needs a HOST:PORT target with a port"));
+    };
+    let host = normalize_host(authority.host()).map_err(|e| bad_request(&e.to_string()))?;
+    phase::identify(shared, req.headers(), ctx)?;
+    let ips = phase::resolve(shared, &host)
+        .await
+        .map_err(|(fault, why)| answer::error(fault, &why, None))?;
+    let t = Tunnel {
+        shared: shared.clone(),
+        active: shared.policy.load_full(),
+        host,
+        port,
+        ips,
+        machine: ctx.machine.clone(),
+    };
+    let hash = t.active.policy.hash().to_string();
+    let now = ctx.now_secs();
+
+    let early = match phase::names_self(shared, &t.ips, port) {
+        Some(why) => Some(Verdict::refuse("private-network", why)),
+        None => {
+            let (d_tls, v_tls) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tls, now));
+            let (d_tcp, _) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tcp, now));
+            (d_tls == d_tcp).then_some(v_tls)
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    match early {
+        Some(verdict) => {
+            // Decided before any byte: recorded as `tcp` until the first
+            // bytes show TLS (the completion says which).
+            let refused = verdict.effect == "deny";
+            phase::audit(
+                shared,
+                ctx,
+                &hash,
+                t.seen("tcp"),
+                &verdict,
+                refused.then_some(403),
+            )
+            .await?;
+            if refused {
+                return Ok(answer::refusal(&verdict.rule, &verdict.reason, &ctx.id));
+            }
+            let upstream = match t.dial().await {
+                Ok(s) => s,
+                Err((fault, why)) => {
+                    phase::complete(shared, ctx, Some(fault.status().as_u16()), 0, 0);
+                    return Err(answer::error(fault, &why, Some(&ctx.id)));
+                }
+            };
+            let task_ctx = ctx.clone();
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(up) => relay(t, task_ctx, TokioIo::new(up), upstream, None).await,
+                    Err(_) => phase::complete(&t.shared, &task_ctx, Some(499), 0, 0),
+                }
+            });
+        }
+        None => {
+            let task_ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Ok(up) = on_upgrade.await {
+                    decide_after_peek(t, task_ctx, TokioIo::new(up), hash).await;
+                }
+            });
+        }
+    }
+    Ok(Response::new(answer::empty()))
+}
+
+/// Reads the client's first bytes, up to a whole ClientHello, waiting at
+/// most `wait` (None: as long as the tunnel may idle).
+async fn first_bytes<C: AsyncRead + Unpin>(client: &mut C, wait: std::time::Duration) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
+            Ok(Ok(n)) => n,
+            _ => return buf,
+        };
+        if n == 0 {
+            return buf;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if sni::parse(&buf) != Hello::Partial || buf.len() >= sni::MAX_HELLO {
+            return buf;
+        }
+    }
+}
+
+/// The decision depends on the protocol: classify first, then decide,
+/// record and only then dial.
+async fn decide_after_peek<C>(t: Tunnel, mut ctx: Ctx, mut client: C, hash: String)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let first = first_bytes(&mut client, t.shared.config.peek_timeout).await;
+    let (protocol, label) = match sni::parse(&first) {
+        Hello::Tls(_) => (Protocol::Tls, "tls"),
+        _ => (Protocol::Tcp, "tcp"),
+    };
+    // The decision's time is when it is made.
+    let (ms, time) = veto_audit::now();
+    ctx.unix_ms = ms;
+    ctx.time = time;
+    let (_, verdict) = Verdict::decide(&t.shared, &t.active, &t.view(protocol, ctx.now_secs()));
+    let refused = verdict.effect == "deny";
+    if phase::audit(
+        &t.shared,
+        &ctx,
+        &hash,
+        t.seen(label),
+        &verdict,
+        refused.then_some(403),
+    )
+    .await
+    .is_err()
+        || refused
+    {
+        let _ = client.shutdown().await;
+        return;
+    }
+    match t.dial().await {
+        Ok(upstream) => relay(t, ctx, client, upstream, Some(first)).await,
+        Err((fault, _)) => {
+            phase::complete(&t.shared, &ctx, Some(fault.status().as_u16()), 0, 0);
+            let _ = client.shutdown().await;
+        }
+    }
+}
+
+/// Copies both ways. The client's first bytes are classified before they
+/// go anywhere: a TLS name that differs from the CONNECT host closes the
+/// tunnel, with its own refusal record.
+async fn relay<C>(
+    t: Tunnel,
+    ctx: Ctx,
+    mut client: C,
+    mut upstream: TcpStream,
+    first: Option<Vec<u8>>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut first = first;
+    let mut from_server = 0u64;
+    let mut to_server: u64;
+    let mut status = 200u16;
+    let mut protocol = "tcp";
+    {
+        // Split borrows `upstream` until the first bytes are settled.
+        let (mut up_read, mut up_write) = upstream.split();
+        if first.is_none() {
+            // Let the server speak first if it does, while holding the client's
+            // first bytes for classification.
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut sbuf = vec![0u8; 16 * 1024];
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    n = client.read(&mut buf) => match n {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            held.extend_from_slice(&buf[..n]);
+                            if sni::parse(&held) != Hello::Partial || held.len() >= sni::MAX_HELLO { break; }
+                        }
+                    },
+                    n = up_read.read(&mut sbuf) => match n {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            from_server += n as u64;
+                            if client.write_all(&sbuf[..n]).await.is_err() { break; }
+                        }
+                    },
+                }
+            }
+            first = Some(held);
+        }
+        let first = first.unwrap_or_default();
+        if let Hello::Tls(sni_name) = sni::parse(&first) {
+            protocol = "tls";
+            if let Some(name) = sni_name {
+                let same = match (normalize_host(&name), &t.host) {
+                    (Ok(Host::Name(n)), Host::Name(h)) => n == *h,
+                    _ => false,
+                };
+                if !same {
+                    refuse_fronting(&t, &ctx, &name).await;
+                    phase::complete_as(&t.shared, &ctx, protocol, Some(403), 0, from_server);
+                    let _ = client.shutdown().await;
+                    return;
+                }
+            }
+        }
+        to_server = first.len() as u64;
+        if !first.is_empty() && up_write.write_all(&first).await.is_err() {
+            status = 502;
+        }
+    }
+    if status == 200 {
+        t.shared.metrics.tunnel_opened();
+        let activity = Activity::new();
+        let mut c = Watched::new(&mut client, activity.clone());
+        let mut u = Watched::new(&mut upstream, activity.clone());
+        let (sent, received) = (c.bytes_read(), u.bytes_read());
+        // 64 KiB buffers: eight times fewer reads than tokio's default 8 KiB
+        // on bulk transfers (measured in BENCHMARKS.md).
+        let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 64 * 1024, 64 * 1024);
+        let cfg = &t.shared.config;
+        tokio::select! {
+            _ = tokio::time::timeout(cfg.tunnel_timeout, copy) => {}
+            () = activity.wait_idle(cfg.idle_timeout) => {
+                tracing::debug!(tunnel = %ctx.id, "tunnel idle; closed");
+            }
+        }
+        to_server += sent.load(std::sync::atomic::Ordering::Relaxed);
+        from_server += received.load(std::sync::atomic::Ordering::Relaxed);
+        t.shared.metrics.tunnel_closed();
+    }
+    phase::complete_as(
+        &t.shared,
+        &ctx,
+        protocol,
+        Some(status),
+        to_server,
+        from_server,
+    );
+}
+
+/// A TLS name that is not the CONNECT host: its own refusal record, then
+/// the tunnel closes.
+async fn refuse_fronting(t: &Tunnel, tunnel_ctx: &Ctx, sni_name: &str) {
+    let mut ctx = Ctx::new();
+    ctx.machine = tunnel_ctx.machine.clone();
+    let verdict = Verdict::refuse(
+        "sni-mismatch",
+        format!(
+            "the tunnel was opened to {} but its TLS names `{sni_name}` (domain fronting or a covert tunnel); tunnel {} closed",
+            t.host, tunnel_ctx.id
+        ),
+    );
+    let hash = t.active.policy.hash().to_string();
+    let _ = phase::audit(&t.shared, &ctx, &hash, t.seen("tls"), &verdict, Some(403)).await;
+}

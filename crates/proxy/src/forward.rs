@@ -1,0 +1,161 @@
+//! Passing an allowed request on: pooled upstream connections made only to
+//! the address the policy checked, hop-by-hop headers and credentials
+//! removed, bodies streamed both ways and counted for the record.
+
+use crate::answer::{Body, BoxError};
+use crate::config::Config;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+
+pub fn client(config: &Config) -> Client {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    // The URI carries an IP literal (see `upstream_uri`), so the connector
+    // never resolves anything itself.
+    http.enforce_http(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(http)
+}
+
+/// The upstream URI: the checked address, not the name, so the pool keys
+/// connections by address and no connection is ever made to an address the
+/// policy did not see. The name travels in the Host header.
+pub fn upstream_uri(
+    ip: std::net::IpAddr,
+    port: u16,
+    path_and_query: &str,
+) -> Result<http::Uri, http::Error> {
+    let authority = match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    http::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1), those the Connection header
+/// names, and the client's proxy credentials. Transfer-Encoding is left to
+/// hyper, which frames each side itself.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// A body that counts the bytes passing through and reports the total once,
+/// when it ends or is dropped (a client that hangs up still gets a record).
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+    on_end: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(
+        inner: B,
+        count: Arc<AtomicU64>,
+        on_end: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    ) -> Counted<B> {
+        Counted {
+            inner,
+            count,
+            on_end,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f(self.count.load(Ordering::Relaxed));
+        }
+    }
+}
+
+impl<B> Drop for Counted<B> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<B> hyper::body::Body for Counted<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Boxes any body for the client or the answer.
+pub fn boxed<B>(b: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed()
+}

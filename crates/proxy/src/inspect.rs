@@ -1,0 +1,78 @@
+//! The bridge between a policy's data classes and the detectors: builds the
+//! detector from the policy's `detectors:` and maps what it finds to the
+//! policy's class bits, with counts for the audit record (never values).
+
+use std::collections::BTreeMap;
+use veto_detect::{ClassId, CustomClass, Detector, Findings, RequestParts};
+use veto_policy::model::DetectorKind;
+use veto_policy::{DataSet, Policy};
+
+pub struct Detectors {
+    detector: Detector,
+    /// Policy class bit of each detector class id.
+    bits: Vec<Option<u8>>,
+}
+
+/// What a scan found: the set the policy decides on, and counts per class
+/// name for the record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub set: DataSet,
+    pub counts: BTreeMap<String, u32>,
+}
+
+impl Detectors {
+    pub fn new(policy: &Policy) -> Result<Detectors, String> {
+        let custom: Vec<CustomClass> = policy
+            .document()
+            .detectors
+            .iter()
+            .map(|d| match &d.kind {
+                DetectorKind::Regex(r) => CustomClass::regex(d.name.clone(), r.clone()),
+                DetectorKind::Keywords(k) => {
+                    CustomClass::keywords(d.name.clone(), k.iter().cloned())
+                }
+            })
+            .collect();
+        let detector =
+            Detector::new(&custom).map_err(|e| format!("cannot build the data detectors: {e}"))?;
+        let bits = (0..detector.class_count())
+            .map(|i| policy.class_bit(detector.class_name(ClassId(i as u16))))
+            .collect();
+        Ok(Detectors { detector, bits })
+    }
+
+    /// Scans what a request sends: the target (path and query), header
+    /// values and the body.
+    pub fn scan(&self, target: &[u8], headers: &[(&[u8], &[u8])], body: &[u8]) -> Found {
+        let mut findings = Findings::new();
+        self.detector.scan_request(
+            RequestParts {
+                url: target,
+                headers,
+                body,
+            },
+            &mut findings,
+        );
+        let mut found = Found::default();
+        for f in findings.iter() {
+            if let Some(Some(bit)) = self.bits.get(f.class.0 as usize) {
+                found.set.insert(*bit);
+            }
+            *found
+                .counts
+                .entry(self.detector.class_name(f.class).to_string())
+                .or_default() += 1;
+        }
+        found
+    }
+
+    /// The policy class bit of a detector class.
+    pub fn bit(&self, class: ClassId) -> Option<u8> {
+        self.bits.get(class.0 as usize).copied().flatten()
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+}

@@ -1,0 +1,32 @@
+//! veto's edge proxy: a standard HTTP proxy (absolute-URI requests and
+//! CONNECT) that decides every request with the policy engine, records the
+//! decision in the audit trail before answering, and refuses with a reason
+//! people and programs can read.
+//!
+//! A request passes through named phases (`phase.rs`): identify, resolve,
+//! inspect, decide, audit, answer. `phase::audit` is the one place a
+//! decision record is written.
+
+// Phases return the answer to give as their error: it is what the client
+// hears, and boxing every early answer would only add allocations.
+#![allow(clippy::result_large_err)]
+
+pub mod answer;
+mod coding;
+pub mod config;
+mod connect;
+mod forward;
+mod http;
+mod idle;
+pub mod inspect;
+pub mod metrics;
+mod phase;
+mod redact;
+pub mod resolve;
+pub mod server;
+mod sni;
+pub mod state;
+
+pub use config::{Config, parse_resolve};
+pub use server::serve;
+pub use state::{Active, Credentials, OwnedOptOut, Shared};

@@ -1,0 +1,265 @@
+//! The named phases every request passes through, plain or CONNECT:
+//! identify → resolve → (inspect) → decide → audit → answer.
+//!
+//! `audit` is the one place a decision record is written, and it returns
+//! only once the record is committed: no client hears an answer that is not
+//! in the trail.
+
+use crate::answer::{self, Body, Fault};
+use crate::state::{Active, Shared};
+use base64::Engine;
+use http::{HeaderMap, Response};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use veto_audit::{Decided, Receipt};
+use veto_policy::{Decision, Effect, Host, HostRef, Request};
+
+/// Per-request facts gathered along the phases.
+#[derive(Clone)]
+pub struct Ctx {
+    pub id: String,
+    pub started: Instant,
+    pub unix_ms: u64,
+    pub time: String,
+    pub machine: String,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        let (unix_ms, time) = veto_audit::now();
+        Ctx {
+            id: veto_audit::new_id(unix_ms),
+            started: Instant::now(),
+            unix_ms,
+            time,
+            machine: "anonymous".into(),
+        }
+    }
+
+    pub fn now_secs(&self) -> i64 {
+        (self.unix_ms / 1000) as i64
+    }
+}
+
+/// Phase: identify. `Proxy-Authorization: Basic machine:token`, or
+/// `anonymous` when absent. Bad credentials are a 407, never anonymous.
+pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), Response<Body>> {
+    let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) else {
+        return Ok(());
+    };
+    let bad = |why: &str| answer::bad_credentials(why);
+    let value = value
+        .to_str()
+        .map_err(|_| bad("the Proxy-Authorization header is not text"))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad("only Basic proxy authentication is supported"));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .map_err(|_| bad("the Basic credentials are not valid base64"))?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| bad("the Basic credentials are not UTF-8"))?;
+    let (machine, token) = decoded
+        .split_once(':')
+        .ok_or_else(|| bad("the Basic credentials must be machine:token"))?;
+    shared
+        .credentials
+        .load()
+        .check(machine, token, ctx.now_secs())
+        .map_err(|why| bad(&why))?;
+    ctx.machine = machine.to_string();
+    Ok(())
+}
+
+/// Phase: resolve. An IP literal is its own address; a name is resolved
+/// once, and only the addresses found here are ever connected to.
+pub async fn resolve(shared: &Shared, host: &Host) -> Result<Vec<IpAddr>, (Fault, String)> {
+    match host {
+        Host::Ip(ip) => Ok(vec![*ip]),
+        Host::Name(name) => shared
+            .resolver
+            .resolve(name)
+            .await
+            .map_err(|e| (Fault::UpstreamUnreachable, e.to_string())),
+    }
+}
+
+/// A request that names veto's own listening address would loop through
+/// the proxy; it is refused as the private-network guard refuses.
+pub fn names_self(shared: &Shared, ips: &[IpAddr], port: u16) -> Option<String> {
+    let own: SocketAddr = shared.own_addr;
+    if own.port() != port {
+        return None;
+    }
+    ips.iter()
+        .find(|ip| ip.to_canonical() == own.ip() || (own.ip().is_unspecified() && ip.is_loopback()))
+        .map(|ip| format!("{ip}:{port} is veto's own listening address"))
+}
+
+/// What the record says was decided.
+pub struct Verdict {
+    pub effect: &'static str,
+    pub would: Option<&'static str>,
+    pub rule: String,
+    pub reason: String,
+}
+
+impl Verdict {
+    /// Phase: decide.
+    pub fn decide(shared: &Shared, active: &Active, req: &Request<'_>) -> (Decision, Verdict) {
+        let d = active.policy.decide(req, &shared.grants);
+        if let veto_policy::Outcome {
+            effect: Effect::Allow,
+            by: veto_policy::By::Rule(i),
+            ..
+        } = d.applied
+        {
+            let rule = &active.policy.document().rules[i as usize];
+            if rule.expire_if_unused.is_some() {
+                shared.grants.used(&rule.id, req.machine, req.now);
+            }
+        }
+        let v = Verdict {
+            effect: d.effect().as_str(),
+            would: d.would().map(Effect::as_str),
+            rule: active.policy.rule_id(d.named().by).to_string(),
+            reason: active.policy.reason(&d, req),
+        };
+        (d, v)
+    }
+
+    /// A refusal veto makes before the policy (its own address).
+    pub fn refuse(rule: &str, reason: String) -> Verdict {
+        Verdict {
+            effect: "deny",
+            would: None,
+            rule: rule.to_string(),
+            reason,
+        }
+    }
+}
+
+/// What the record says the request was.
+pub struct Seen<'a> {
+    pub protocol: &'static str,
+    pub host: HostRef<'a>,
+    pub port: u16,
+    pub method: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub ips: &'a [IpAddr],
+    pub data: BTreeMap<String, u32>,
+}
+
+/// Phase: audit. The one place a decision record is written. Returns once
+/// it is committed; if the store cannot write, the request is refused with
+/// 503 (fail closed).
+pub async fn audit(
+    shared: &Shared,
+    ctx: &Ctx,
+    policy_hash: &str,
+    seen: Seen<'_>,
+    verdict: &Verdict,
+    status: Option<u16>,
+) -> Result<Receipt, Response<Body>> {
+    let d = Decided {
+        id: ctx.id.clone(),
+        time: ctx.time.clone(),
+        machine: ctx.machine.clone(),
+        protocol: seen.protocol.to_string(),
+        method: seen.method.map(str::to_string),
+        host: seen.host.to_string(),
+        port: seen.port,
+        path: seen.path.map(str::to_string),
+        ips: seen.ips.iter().map(|ip| ip.to_string()).collect(),
+        decision: verdict.effect.to_string(),
+        would: verdict.would.map(str::to_string),
+        rule: verdict.rule.clone(),
+        reason: verdict.reason.clone(),
+        data: seen.data,
+        status,
+        policy: policy_hash.to_string(),
+    };
+    let tunnel = seen.protocol != "http";
+    let result = shared.writer.decide(d, ctx.unix_ms).await;
+    if result.is_ok() {
+        shared.metrics.decision(verdict.effect, &verdict.rule);
+        shared.metrics.latency(tunnel, ctx.started.elapsed());
+    }
+    result.map_err(|e| {
+        shared.metrics.audit_failure();
+        tracing::error!(error = %e, "audit store cannot write; refusing");
+        answer::error(
+            Fault::Internal,
+            &format!("veto cannot record this decision, so it refuses it: {e}"),
+            Some(&ctx.id),
+        )
+    })
+}
+
+/// Records how an exchange ended, without making anyone wait.
+pub fn complete(shared: &Shared, ctx: &Ctx, status: Option<u16>, bytes_out: u64, bytes_in: u64) {
+    completion(
+        shared,
+        ctx.id.clone(),
+        ctx.started,
+        None,
+        status,
+        bytes_out,
+        bytes_in,
+    );
+}
+
+/// As [`complete`], for a tunnel whose protocol its first bytes showed.
+pub fn complete_as(
+    shared: &Shared,
+    ctx: &Ctx,
+    protocol: &str,
+    status: Option<u16>,
+    bytes_out: u64,
+    bytes_in: u64,
+) {
+    completion(
+        shared,
+        ctx.id.clone(),
+        ctx.started,
+        Some(protocol.to_string()),
+        status,
+        bytes_out,
+        bytes_in,
+    );
+}
+
+/// The completion entry of record `id`; usable where no context is
+/// borrowed (a response body that ends or is dropped).
+pub fn completion(
+    shared: &Shared,
+    id: String,
+    started: Instant,
+    protocol: Option<String>,
+    status: Option<u16>,
+    bytes_out: u64,
+    bytes_in: u64,
+) {
+    shared.metrics.bytes(bytes_out, bytes_in);
+    let c = veto_audit::Completed {
+        id,
+        protocol,
+        status,
+        bytes_out,
+        bytes_in,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let writer = shared.writer.clone();
+    let ms = veto_audit::now().0;
+    // A body may be dropped outside the runtime (at shutdown): then the
+    // completion cannot be sent, and the record keeps its decision.
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            if let Err(e) = writer.complete(c, ms).await {
+                tracing::error!(error = %e, "audit store cannot record a completion");
+            }
+        });
+    }
+}

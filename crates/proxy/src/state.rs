@@ -1,0 +1,223 @@
+//! What every request shares: the policy in force (swapped atomically on
+//! reload, never locked), the credentials, the resolver, the upstream pool
+//! and the audit writer.
+
+use crate::config::Config;
+use crate::inspect::Detectors;
+use crate::resolve::Resolver;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use veto_audit::Writer;
+use veto_policy::{Grants, Policy, Timestamp};
+
+/// A compiled policy with its detectors: swapped as one, so a request never
+/// sees the rules of one file with the detectors of another.
+pub struct Active {
+    pub policy: Policy,
+    /// The policy text, for recompiling with other opt-outs.
+    pub source: Arc<str>,
+    pub detectors: Detectors,
+    /// When this policy was loaded (Unix seconds): the start of the idle
+    /// period of grants no machine has used yet.
+    pub loaded_at: Timestamp,
+}
+
+impl Active {
+    pub fn new(policy: Policy, source: Arc<str>, loaded_at: Timestamp) -> Result<Active, String> {
+        let detectors = Detectors::new(&policy)?;
+        Ok(Active {
+            policy,
+            source,
+            detectors,
+            loaded_at,
+        })
+    }
+
+    /// Compiles policy text with the opt-outs in force. Err: the file's
+    /// problems, one per line. Opt-outs that no longer fit are logged and
+    /// left out.
+    pub fn compile(
+        text: &str,
+        name: &str,
+        optouts: &[OwnedOptOut],
+        loaded_at: Timestamp,
+    ) -> Result<Active, String> {
+        let specs: Vec<veto_policy::OptOutSpec<'_>> =
+            optouts.iter().map(OwnedOptOut::spec).collect();
+        let (policy, skipped) = Policy::compile_with_optouts(text, &specs).map_err(|errs| {
+            errs.iter()
+                .map(|d| format!("{name}:{d}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        for s in skipped {
+            tracing::warn!("opt-out not applied: {s}");
+        }
+        Active::new(policy, text.into(), loaded_at)
+    }
+}
+
+/// An opt-out as the proxy keeps it, to recompile with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedOptOut {
+    pub rule_id: String,
+    pub kind: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl OwnedOptOut {
+    pub fn spec(&self) -> veto_policy::OptOutSpec<'_> {
+        veto_policy::OptOutSpec {
+            rule_id: &self.rule_id,
+            kind: &self.kind,
+            value: &self.value,
+            reason: &self.reason,
+        }
+    }
+}
+
+/// Checks `user:token` from `Proxy-Authorization`. The seam to the
+/// credential store: `Err` is the sentence for the 407.
+pub trait Credentials: Send + Sync {
+    fn check(&self, machine: &str, token: &str, now: Timestamp) -> Result<(), String>;
+}
+
+/// Until machines are registered, every presented credential is unknown.
+pub struct NoCredentials;
+
+impl Credentials for NoCredentials {
+    fn check(&self, machine: &str, _token: &str, _now: Timestamp) -> Result<(), String> {
+        Err(format!("unknown machine `{machine}`"))
+    }
+}
+
+/// Grant use (policy-v1 "Permissions that expire"): the last applied allow
+/// per (rule, machine), and when each rule id was first loaded. Held in
+/// memory behind a mutex taken only for a map lookup or update, never
+/// across I/O. Persisting it across restarts belongs to the identity work;
+/// until then a restart counts every grant's idle time from the restart.
+#[derive(Default)]
+pub struct GrantBook {
+    inner: std::sync::Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    /// rule id -> machine -> last use. Nested so lookups borrow `&str`
+    /// and allocate nothing.
+    last_used: std::collections::HashMap<Box<str>, std::collections::HashMap<Box<str>, Timestamp>>,
+    first_loaded: std::collections::HashMap<Box<str>, Timestamp>,
+}
+
+impl GrantBook {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes the rules of a policy just loaded: a rule id seen for the
+    /// first time starts its idle period now.
+    pub fn loaded(&self, policy: &Policy, now: Timestamp) {
+        let mut b = self.book();
+        for r in policy
+            .document()
+            .rules
+            .iter()
+            .filter(|r| r.expire_if_unused.is_some())
+        {
+            b.first_loaded.entry(r.id.as_str().into()).or_insert(now);
+        }
+    }
+
+    /// Every recorded use: (rule, machine, last use).
+    pub fn uses(&self) -> Vec<(String, String, Timestamp)> {
+        let b = self.book();
+        let mut out: Vec<_> = b
+            .last_used
+            .iter()
+            .flat_map(|(rule, m)| {
+                m.iter()
+                    .map(move |(machine, t)| (rule.to_string(), machine.to_string(), *t))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A use: an applied allow decision naming an expiring rule.
+    pub fn used(&self, rule: &str, machine: &str, now: Timestamp) {
+        let mut b = self.book();
+        if let Some(t) = b.last_used.get_mut(rule).and_then(|m| m.get_mut(machine)) {
+            *t = now;
+            return;
+        }
+        b.last_used
+            .entry(rule.into())
+            .or_default()
+            .insert(machine.into(), now);
+    }
+}
+
+impl Grants for GrantBook {
+    fn last_used(&self, rule: &str, machine: &str) -> Option<Timestamp> {
+        self.book()
+            .last_used
+            .get(rule)
+            .and_then(|m| m.get(machine))
+            .copied()
+    }
+    fn first_loaded(&self, rule: &str) -> Option<Timestamp> {
+        self.book().first_loaded.get(rule).copied()
+    }
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub policy: ArcSwap<Active>,
+    pub credentials: ArcSwap<Box<dyn Credentials>>,
+    pub resolver: Resolver,
+    pub writer: Writer,
+    pub client: crate::forward::Client,
+    /// This proxy's own listening address, which is never a destination.
+    pub own_addr: std::net::SocketAddr,
+    pub metrics: crate::metrics::Metrics,
+    pub grants: GrantBook,
+    /// The opt-outs in force, applied to every policy loaded.
+    pub optouts: ArcSwap<Vec<OwnedOptOut>>,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        active: Active,
+        writer: Writer,
+        own_addr: std::net::SocketAddr,
+    ) -> Arc<Shared> {
+        let resolver = Resolver::system(config.resolve.clone());
+        let grants = GrantBook::default();
+        grants.loaded(&active.policy, active.loaded_at);
+        let client = crate::forward::client(&config);
+        Arc::new(Shared {
+            config,
+            policy: ArcSwap::from_pointee(active),
+            credentials: ArcSwap::from_pointee(Box::new(NoCredentials)),
+            resolver,
+            writer,
+            client,
+            own_addr,
+            metrics: crate::metrics::Metrics::default(),
+            grants,
+            optouts: ArcSwap::from_pointee(Vec::new()),
+        })
+    }
+
+    /// Puts a new set of opt-outs in force: the policy is recompiled with
+    /// them and swapped in at once.
+    pub fn set_optouts(&self, optouts: Vec<OwnedOptOut>) -> Result<(), String> {
+        let cur = self.policy.load_full();
+        let active = Active::compile(&cur.source, "policy", &optouts, cur.loaded_at)?;
+        self.optouts.store(Arc::new(optouts));
+        self.policy.store(Arc::new(active));
+        Ok(())
+    }
+}
