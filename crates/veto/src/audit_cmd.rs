@@ -1,0 +1,97 @@
+//! `veto audit verify|query|export` and `veto inventory`: reading the trail
+//! under `--data`, while `veto run` may be writing it.
+
+use std::io::Write;
+use std::path::Path;
+use veto_audit::{AuditError, Filter, db_path, inventory, open_ro, query};
+
+/// Parses `--since` durations: `90s`, `15m`, `12h`, `7d`, combinations
+/// (`1h30m`) as humantime reads them.
+pub fn since_ms(since: &str, now_ms: i64) -> Result<i64, String> {
+    let d =
+        humantime::parse_duration(since).map_err(|e| format!("invalid --since `{since}`: {e}"))?;
+    Ok(now_ms - d.as_millis() as i64)
+}
+
+/// `veto audit verify`: Ok(message) when intact, Err(message) naming the
+/// first broken record.
+pub fn verify_cmd(data: &Path, key: Option<&Path>) -> Result<Result<String, String>, AuditError> {
+    let conn = open_ro(&db_path(data))?;
+    // Prune checkpoints are held to the given public key, else to the one
+    // beside the data (made by `veto run`).
+    let beside = veto_audit::signing::public_path(data);
+    let trusted = match key {
+        Some(k) => Some(veto_audit::signing::read_public(k)?),
+        None if beside.exists() => Some(veto_audit::signing::read_public(&beside)?),
+        None => None,
+    };
+    Ok(match veto_audit::verify_with(&conn, trusted.as_ref())? {
+        Ok(i) => Ok(format!(
+            "audit chain intact: {} records, {} entries, head {}",
+            i.records, i.entries, i.head
+        )),
+        Err(b) => Err(format!("audit chain broken: {b}")),
+    })
+}
+
+/// Writes matching records as JSON lines. A closed pipe ends quietly.
+pub fn query_cmd(data: &Path, filter: &Filter, out: &mut dyn Write) -> Result<u64, AuditError> {
+    let conn = open_ro(&db_path(data))?;
+    let mut n = 0u64;
+    let result = query(&conn, filter, |r| {
+        let line = serde_json::to_string(&r).map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        writeln!(out, "{line}")
+            .map_err(|e| AuditError::Io("output".into(), std::sync::Arc::new(e)))?;
+        n += 1;
+        Ok(())
+    });
+    match result {
+        Err(AuditError::Io(_, e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(n),
+        other => other.map(|_| n),
+    }
+}
+
+/// `veto inventory`: a table for people, or JSON lines.
+pub fn inventory_cmd(data: &Path, json: bool, out: &mut dyn Write) -> Result<(), AuditError> {
+    let conn = open_ro(&db_path(data))?;
+    let rows = inventory(&conn)?;
+    let io = |e: std::io::Error| AuditError::Io("output".into(), std::sync::Arc::new(e));
+    if json {
+        for r in &rows {
+            let line = serde_json::to_string(r).map_err(|e| AuditError::Corrupt(e.to_string()))?;
+            writeln!(out, "{line}").map_err(io)?;
+        }
+        return Ok(());
+    }
+    let header = [
+        "MACHINE",
+        "DESTINATION",
+        "FIRST SEEN",
+        "LAST SEEN",
+        "ALLOW",
+        "DENY",
+        "REDACT",
+        "BYTES OUT",
+        "BYTES IN",
+    ];
+    let mut table: Vec<Vec<String>> = Vec::new();
+    for r in &rows {
+        let n = |k: &str| r.decisions.get(k).copied().unwrap_or(0).to_string();
+        table.push(vec![
+            r.machine.clone(),
+            format!("{}:{}", r.host, r.port),
+            r.first_seen.clone(),
+            r.last_seen.clone(),
+            n("allow"),
+            n("deny"),
+            n("redact"),
+            r.bytes_out.to_string(),
+            r.bytes_in.to_string(),
+        ]);
+    }
+    crate::table::write(out, &header, &table).map_err(io)?;
+    if rows.is_empty() {
+        writeln!(out, "(no destinations seen yet)").map_err(io)?;
+    }
+    Ok(())
+}

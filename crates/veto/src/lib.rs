@@ -1,0 +1,13 @@
+//! The library behind the `veto` binary: the commands' logic, kept out of
+//! `main.rs` so it can be tested and reused.
+
+pub mod admin_client;
+pub mod audit_cmd;
+pub mod bench;
+pub mod explain;
+pub mod machine_cmd;
+pub mod run;
+pub mod sample;
+pub mod table;
+pub mod tail;
+pub mod testfile;

@@ -1,0 +1,318 @@
+//! `veto run`: the whole system on one machine — the edge proxy with its
+//! audit store under `--data`, reloading its policy on change and SIGHUP,
+//! draining on SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+use veto_audit::{Sync, Writer};
+use veto_proxy::{Active, Config, OwnedOptOut, Shared};
+
+/// The built-in starter policy (examples/starter/veto.yaml): private
+/// networks and cloud metadata refused, everything else in report mode.
+pub const STARTER: &str = include_str!("../../../examples/starter/veto.yaml");
+
+pub struct RunArgs {
+    /// `None`: `./veto.yaml` if it exists, else the starter policy.
+    pub policy: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub data: PathBuf,
+    pub sync: Sync,
+    pub retention: veto_audit::Retention,
+    pub config: Config,
+}
+
+/// Where the policy comes from.
+enum Source {
+    File(PathBuf),
+    Starter,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn compile(source: &Source, optouts: &[OwnedOptOut]) -> Result<Active, String> {
+    let (text, name) = match source {
+        Source::File(p) => (
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+            p.display().to_string(),
+        ),
+        Source::Starter => (STARTER.to_string(), "starter".into()),
+    };
+    Active::compile(&text, &name, optouts, unix_now())
+}
+
+/// The opt-outs of the control store that are in force now.
+pub fn optouts_in_force(store: &veto_control::Store) -> Result<Vec<OwnedOptOut>, String> {
+    let now = unix_now();
+    Ok(store
+        .list()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|o| o.in_force(now))
+        .map(|o| OwnedOptOut {
+            rule_id: o.rule_id(),
+            kind: o.target.kind().to_string(),
+            value: o.target.value().to_string(),
+            reason: o.reason,
+        })
+        .collect())
+}
+
+/// Opt-outs that expire leave force without anyone asking: check every
+/// few seconds, and recompile only when the set changed.
+fn expire_optouts(shared: Arc<Shared>, control: Arc<veto_control::Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let store = control.clone();
+            let Ok(Ok(now)) = tokio::task::spawn_blocking(move || optouts_in_force(&store)).await
+            else {
+                continue;
+            };
+            if **shared.optouts.load() == now {
+                continue;
+            }
+            if let Err(e) = shared.set_optouts(now) {
+                tracing::error!(error = %e, "cannot apply opt-outs");
+            }
+        }
+    });
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the policy; an invalid file leaves the last valid one in force.
+/// Every attempt that changes something, or fails, is an event in the audit
+/// chain: old hash, new hash, result.
+async fn reload(shared: &Shared, source: &Source, why: &str) {
+    let old = shared.policy.load().policy.hash().to_string();
+    let detail = match compile(source, &shared.optouts.load()) {
+        Ok(active) => {
+            let new = active.policy.hash().to_string();
+            if new == old {
+                return;
+            }
+            shared.grants.loaded(&active.policy, active.loaded_at);
+            shared.policy.store(Arc::new(active));
+            eprintln!("veto: policy reloaded ({why}): {old} -> {new}");
+            serde_json::json!({ "trigger": why, "old": old, "new": new, "result": "loaded" })
+        }
+        Err(errors) => {
+            eprintln!("veto: new policy refused ({why}); still enforcing {old}:\n{errors}");
+            serde_json::json!({
+                "trigger": why, "old": old, "new": null, "result": "refused",
+                "errors": errors.lines().collect::<Vec<_>>(),
+            })
+        }
+    };
+    let (ms, time) = veto_audit::now();
+    let event = veto_audit::Event {
+        id: veto_audit::new_id(ms),
+        time,
+        event: "policy-reload".into(),
+        detail,
+    };
+    if let Err(e) = shared.writer.event(event, ms).await {
+        tracing::error!(error = %e, "cannot record the policy reload");
+    }
+}
+
+/// Machine credentials from the identity store, for the proxy's request path
+/// (in memory: no disk on the request path).
+struct StoreCredentials(veto_identity::Credentials);
+
+impl veto_proxy::Credentials for StoreCredentials {
+    fn check(&self, machine: &str, token: &str, now: i64) -> Result<(), String> {
+        self.0
+            .check(machine, token, now)
+            .map(|_| ())
+            .map_err(|r| r.to_string())
+    }
+}
+
+/// Keeps the proxy's credentials in step with the identity store: a machine
+/// added, revoked or expired takes effect within half a second, without a
+/// restart. The store is read off the request path, on a blocking thread.
+fn watch_identities(shared: Arc<Shared>, data: PathBuf) {
+    tokio::spawn(async move {
+        let mut seen: Option<i64> = None;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let data = data.clone();
+            let read = tokio::task::spawn_blocking(
+                move || -> Result<Option<(i64, veto_identity::Credentials)>, String> {
+                    if !veto_identity::db_path(&data).exists() {
+                        return Ok(None);
+                    }
+                    let store = veto_identity::Store::open(&data).map_err(|e| e.to_string())?;
+                    let version = store.version().map_err(|e| e.to_string())?;
+                    Ok(Some((
+                        version,
+                        store.snapshot().map_err(|e| e.to_string())?,
+                    )))
+                },
+            )
+            .await;
+            match read {
+                Ok(Ok(Some((version, creds)))) if seen != Some(version) => {
+                    seen = Some(version);
+                    let boxed: Box<dyn veto_proxy::Credentials> = Box::new(StoreCredentials(creds));
+                    shared.credentials.store(Arc::new(boxed));
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot read the identity store"),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Applies the retention once a minute (and once at start), in the audit
+/// writer's own thread, between group commits.
+fn prune_periodically(shared: Arc<Shared>, retention: veto_audit::Retention) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match shared.writer.prune(retention).await {
+                Ok(Some(p)) => eprintln!(
+                    "veto: pruned {} audit records ({} entries) through entry {}, behind a checkpoint",
+                    p.records, p.entries, p.through_seq
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "audit pruning failed"),
+            }
+        }
+    });
+}
+
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    let source = match args.policy {
+        Some(p) => Source::File(p),
+        None if Path::new("veto.yaml").exists() => Source::File(PathBuf::from("veto.yaml")),
+        None => Source::Starter,
+    };
+    let control = Arc::new(veto_control::Store::open(&args.data).map_err(|e| e.to_string())?);
+    let optouts = optouts_in_force(&control)?;
+    let active = compile(&source, &optouts)?;
+    let hash = active.policy.hash().to_string();
+    let db = veto_audit::db_path(&args.data);
+    let key = veto_audit::signing::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let writer = Writer::start_signed(&db, args.sync, Some(key)).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut config = args.config;
+    config.listen = local;
+    let shared = Shared::new(config, active, writer, local);
+    shared.optouts.store(Arc::new(optouts));
+    expire_optouts(shared.clone(), control.clone());
+
+    match &source {
+        Source::File(p) => println!("veto: policy {} {hash}", p.display()),
+        Source::Starter => println!(
+            "veto: no policy given and no ./veto.yaml: enforcing the built-in starter policy {hash} (private networks and cloud metadata refused, everything else recorded in report mode)"
+        ),
+    }
+    println!("veto: audit trail {}", db.display());
+    println!("veto: proxy listening on http://{local} (set HTTP_PROXY and HTTPS_PROXY to it)");
+    let token = veto_admin::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let viewer = veto_admin::load_or_create_viewer(&args.data).map_err(|e| e.to_string())?;
+    let admin_listener = tokio::net::TcpListener::bind(args.admin)
+        .await
+        .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "veto: admin API on http://{admin_addr} (bearer token in {}; `veto tail` finds it)",
+        veto_admin::token_path(&args.data).display()
+    );
+    println!(
+        "veto: dashboard on http://{admin_addr}/ (log in with that token as operator, or with {} to view only)",
+        veto_admin::viewer_token_path(&args.data).display()
+    );
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = veto_admin::Admin::new(
+        shared.clone(),
+        control.clone(),
+        args.data.clone(),
+        &token,
+        &viewer,
+    );
+    let admin_task = tokio::spawn(async move {
+        let stop = async {
+            let _ = admin_stopped.await;
+        };
+        if let Err(e) = veto_admin::serve(admin_listener, admin, stop).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+
+    watch_identities(shared.clone(), args.data.clone());
+    if args.retention != veto_audit::Retention::default() {
+        prune_periodically(shared.clone(), args.retention);
+    }
+
+    // Reload on SIGHUP and when the file changes.
+    if let Source::File(path) = &source {
+        let shared = shared.clone();
+        let path = path.clone();
+        let source = Source::File(path.clone());
+        tokio::spawn(async move {
+            let mut hup =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot watch SIGHUP");
+                        return;
+                    }
+                };
+            let mut seen = mtime(&path);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => reload(&shared, &source, "SIGHUP").await,
+                    _ = tick.tick() => {
+                        let now = mtime(&path);
+                        if now != seen {
+                            seen = now;
+                            reload(&shared, &source, "file changed").await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    let shutdown = async {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        eprintln!("veto: shutting down: draining requests in flight");
+    };
+    veto_proxy::serve(listener, shared, shutdown).await;
+    let _ = stop_admin.send(());
+    // Live streams never end by themselves; do not wait long for them.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), admin_task).await;
+    eprintln!("veto: stopped");
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The admin listener and `veto tail` against a live `veto run`.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const POLICY: &str = "version: 1
+defaults: { decision: deny }
+rules:
+  - id: no-delete
+    effect: deny
+    methods: [DELETE]
+    reason: Nothing is deleted through veto.
+  - id: lab
+    effect: allow
+    to: { cidrs: [127.0.0.0/8] }
+";
+
+/// GET on the admin API with an optional bearer token: (status, body).
+fn admin_get(veto: &Veto, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut args = vec!["-s".to_string(), "-w".into(), "\n%{http_code}".into()];
+    if let Some(t) = token {
+        args.push("-H".into());
+        args.push(format!("Authorization: Bearer {t}"));
+    }
+    args.push(format!("http://{}{path}", veto.admin));
+    let out = Command::new("curl").args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn tail_shows_a_refusal_within_a_second() {
+    let up = http_upstream(Duration::ZERO);
+    let veto = Veto::start(POLICY, &[]);
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_veto"))
+        .args([
+            "tail",
+            "--admin",
+            &format!("http://{}", veto.admin),
+            "--data",
+        ])
+        .arg(veto.data())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    // Give the watcher a moment to subscribe before the traffic.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        curl(&veto.proxy_url(), &[&format!("http://{up}/ok")]).0,
+        200
+    );
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains("ALLOW") && first.contains("[lab]"),
+        "{first}"
+    );
+    let refused_at = Instant::now();
+    assert_eq!(
+        curl(
+            &veto.proxy_url(),
+            &["-X", "DELETE", &format!("http://{up}/x")]
+        )
+        .0,
+        403
+    );
+    let line = lines.next().unwrap().unwrap();
+    let took = refused_at.elapsed();
+    assert!(
+        line.contains("DENY")
+            && line.contains("[no-delete]")
+            && line.contains("Nothing is deleted"),
+        "{line}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "the refusal took {took:?} to show"
+    );
+    let _ = tail.kill();
+    let _ = tail.wait();
+}
+
+#[test]
+fn tail_json_with_filters() {
+    let up = http_upstream(Duration::ZERO);
+    let veto = Veto::start(POLICY, &[]);
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_veto"))
+        .args([
+            "tail",
+            "--json",
+            "--decision",
+            "deny",
+            "--admin",
+            &format!("http://{}", veto.admin),
+        ])
+        .env("VETO_ADMIN_TOKEN", veto.admin_token())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    std::thread::sleep(Duration::from_millis(500));
+    curl(&veto.proxy_url(), &[&format!("http://{up}/a")]);
+    curl(
+        &veto.proxy_url(),
+        &["-X", "DELETE", &format!("http://{up}/b")],
+    );
+    let r: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (
+            r["decision"].as_str(),
+            r["rule"].as_str(),
+            r["path"].as_str()
+        ),
+        (Some("deny"), Some("no-delete"), Some("/b"))
+    );
+    assert_eq!(r["hash"].as_str().map(str::len), Some(64));
+    let _ = tail.kill();
+    let _ = tail.wait();
+}
+
+#[test]
+fn tail_without_a_token_is_a_clear_error() {
+    let veto = Veto::start(POLICY, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_veto"))
+        .args([
+            "tail",
+            "--admin",
+            &format!("http://{}", veto.admin),
+            "--token",
+            "wrong",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+}
+
+#[test]
+fn the_admin_api_is_authenticated() {
+    let up = http_upstream(Duration::ZERO);
+    let veto = Veto::start(POLICY, &[]);
+    let token = veto.admin_token();
+    let mode = std::fs::metadata(veto.data().join("admin.token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    curl(&veto.proxy_url(), &[&format!("http://{up}/a")]);
+    curl(
+        &veto.proxy_url(),
+        &["-X", "DELETE", &format!("http://{up}/b")],
+    );
+
+    assert_eq!(admin_get(&veto, "/health", None).0, 200);
+    for path in [
+        "/metrics",
+        "/v1/policy",
+        "/v1/decisions",
+        "/v1/inventory",
+        "/v1/decisions/stream",
+    ] {
+        assert_eq!(admin_get(&veto, path, None).0, 401, "{path}");
+        assert_eq!(
+            admin_get(&veto, path, Some("vetoadm_wrong")).0,
+            401,
+            "{path}"
+        );
+    }
+    let (code, metrics) = admin_get(&veto, "/metrics", Some(&token));
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("veto_decisions_total{decision=\"allow\",rule=\"lab\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("veto_decisions_total{decision=\"deny\",rule=\"no-delete\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("veto_decision_seconds_count{kind=\"http\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("veto_tunnels_open 0"));
+
+    let (code, body) = admin_get(&veto, "/v1/decisions?decision=deny", Some(&token));
+    assert_eq!(code, 200);
+    let records: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["rule"], "no-delete");
+    let (_, body) = admin_get(&veto, "/v1/policy", Some(&token));
+    let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(p["hash"].as_str().unwrap().starts_with("sha256:"));
+    let (_, body) = admin_get(&veto, "/v1/inventory", Some(&token));
+    let inv: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(inv.len(), 1);
+    assert_eq!(inv[0]["decisions"]["deny"], 1);
+}

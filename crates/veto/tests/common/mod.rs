@@ -1,0 +1,321 @@
+//! Real processes on loopback for the proxy tests: `veto run` itself, real
+//! upstream servers (HTTP and raw TCP), and curl.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A running `veto run`, killed when dropped.
+pub struct Veto {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub policy: PathBuf,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Veto {
+    /// Starts `veto run` on a free port with this policy text.
+    pub fn start(policy: &str, extra: &[&str]) -> Veto {
+        let dir = tempfile::tempdir().unwrap();
+        let policy_path = dir.path().join("veto.yaml");
+        std::fs::write(&policy_path, policy).unwrap();
+        Veto::start_in(dir, policy_path, extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, policy: PathBuf, extra: &[&str]) -> Veto {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_veto"));
+        cmd.arg("run")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--admin")
+            .arg("127.0.0.1:0")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .current_dir(dir.path());
+        Veto::spawn(cmd, dir, policy)
+    }
+
+    /// Runs a prepared command that ends in `veto run` and waits for it to
+    /// say where it listens.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, policy: PathBuf) -> Veto {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        let mut admin = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("veto: proxy listening on http://") {
+                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+            if let Some(rest) = line.strip_prefix("veto: admin API on http://") {
+                admin = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+                break;
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Veto {
+            child,
+            addr: addr.expect("veto run did not say where it listens"),
+            admin: admin.expect("veto run did not say where its admin API listens"),
+            dir,
+            policy,
+            stderr,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs another `veto` subcommand against this instance's data.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_veto"))
+            .args(args)
+            .arg("--data")
+            .arg(self.data())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Audit records as JSON values.
+    pub fn records(&self, filters: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["audit", "query"];
+        args.extend_from_slice(filters);
+        let (code, out, err) = self.cli(&args);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Veto {
+    /// SIGKILL: no drain, no flush. Returns the data directory for a restart.
+    pub fn kill9(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.policy.clone())
+    }
+}
+
+impl Drop for Veto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 upstream on loopback that answers every request with
+/// what it saw, as JSON: method, target, headers. `delay` slows answers.
+pub fn http_upstream(delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || serve_http(stream, delay));
+        }
+    });
+    addr
+}
+
+fn serve_http(stream: TcpStream, delay: Duration) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = serde_json::Map::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.insert(k, v.trim().into());
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        std::thread::sleep(delay);
+        let mut parts = request_line.split_whitespace();
+        let seen = serde_json::json!({
+            "method": parts.next().unwrap_or(""),
+            "target": parts.next().unwrap_or(""),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+            "body_hex": body.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        })
+        .to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n{seen}",
+            seen.len()
+        );
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A TCP echo server; with `banner`, it speaks first.
+pub fn echo_upstream(banner: Option<&'static str>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                if let Some(b) = banner {
+                    let _ = s.write_all(b.as_bytes());
+                }
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// curl through the proxy: (status, headers, body).
+pub fn curl(proxy: &str, args: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-i", "--max-time", "10", "-x", proxy])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // With a CONNECT, curl prints the proxy's answer first; keep the last.
+    let mut head_body = text.as_str();
+    while let Some(pos) = head_body.find("\r\n\r\n") {
+        let (head, rest) = head_body.split_at(pos);
+        if rest.len() > 4
+            && rest[4..].starts_with("HTTP/")
+            && !head.contains(" 407 ")
+            && head.contains("200 Connection")
+        {
+            head_body = &rest[4..];
+            continue;
+        }
+        break;
+    }
+    let (head, body) = head_body.split_once("\r\n\r\n").unwrap_or((head_body, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Opens a raw connection to the proxy and sends bytes as they are.
+pub fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens a CONNECT tunnel; returns the stream and the proxy's answer head.
+pub fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Waits until `f` holds, up to 10 s.
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
