@@ -728,7 +728,7 @@ fn a_rotated_token_works_for_its_overlap_then_gets_407() {
     let old_proxy = format!("http://web:{}@{}", old.trim(), veto.addr);
     assert!(eventually(|| curl(&old_proxy, &[&url]).0 == 200));
 
-    let (code, new, err) = veto.cli(&["machine", "rotate", "web", "--overlap", "2s"]);
+    let (code, new, err) = veto.cli(&["machine", "rotate", "web", "--overlap", "5s"]);
     assert_eq!(code, 0, "{err}");
     assert_ne!(new.trim(), old.trim());
     let new_proxy = format!("http://web:{}@{}", new.trim(), veto.addr);
