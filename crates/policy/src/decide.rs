@@ -115,6 +115,11 @@ pub struct Outcome {
 pub struct Decision {
     pub applied: Outcome,
     pub shadow: Outcome,
+    /// A tunnel only: the first rule (file order, any effect or mode) with
+    /// a `methods`, `paths` or `data` condition that could apply to it
+    /// (policy-v1, "What veto cannot see"). Opening the tunnel's TLS would
+    /// let veto decide each request inside instead of the tunnel as a whole.
+    pub inspect: Option<u32>,
 }
 
 impl Decision {
@@ -153,6 +158,7 @@ pub(crate) struct Tally {
     allow: [Option<u32>; 2],
     opener: [bool; 2],
     expired: [Option<Expired>; 2],
+    inspect: Option<u32>,
 }
 
 fn keep_first<T: Copy>(slot: &mut Option<T>, new: T, key: impl Fn(T) -> u32) {
@@ -192,6 +198,11 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// A rule with HTTP-only conditions that could apply to a tunnel.
+    pub(crate) fn could_see(&mut self, rule: u32) {
+        keep_first(&mut self.inspect, rule, |r| r);
     }
 
     /// An allow rule that matched but whose grant has lapsed.
@@ -274,7 +285,11 @@ pub(crate) fn finish(
     {
         applied.by = shadow.by;
     }
-    Decision { applied, shadow }
+    Decision {
+        applied,
+        shadow,
+        inspect: t.inspect,
+    }
 }
 
 /// Formats a timestamp as RFC 3339 in UTC (the engine has no time crate).

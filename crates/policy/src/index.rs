@@ -376,6 +376,7 @@ impl Cx<'_, '_> {
         let http_conditions = rule.methods.is_some() || rule.paths.is_some() || rule.data.is_some();
         let mut unseen = false;
         if req.is_tunnel() && http_conditions {
+            self.tally.could_see(ri);
             if rule.effect == Effect::Allow {
                 return;
             }

@@ -162,6 +162,9 @@ pub fn decide(doc: &Document, req: &Request<'_>, grants: &dyn Grants) -> (Decisi
         let i = i as u32;
         let mode = rule_mode(rule.mode, machine_mode, doc.defaults.mode);
         let outcome = match_rule(doc, i, req, grants);
+        if matches!(&outcome, Ok(Hit { unseen: true, .. }) | Err(Miss::Unseen)) {
+            tally.could_see(i);
+        }
         match &outcome {
             Ok(hit) => tally.matched(i, rule.effect, mode, hit.unseen, hit.via_cidr),
             Err(Miss::Expired(e)) => tally.expired(*e, mode),
