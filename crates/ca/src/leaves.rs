@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 const LEAF_TTL: Duration = Duration::from_secs(24 * 3600);
 const CACHE_TTL: Duration = Duration::from_secs(12 * 3600);
 
+/// A cached leaf and when it leaves the cache.
+type Cached = (Arc<CertifiedKey>, Instant);
+
 pub struct Leaves {
     ca: Ca,
     /// Name -> (leaf, when it leaves the cache). The lock is held for a
     /// lookup or an insert; minting happens outside it.
-    cache: Mutex<LruCache<Box<str>, (Arc<CertifiedKey>, Instant)>>,
+    cache: Mutex<LruCache<Box<str>, Cached>>,
 }
 
 impl Leaves {
@@ -38,10 +41,10 @@ impl Leaves {
         let now = Instant::now();
         {
             let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((leaf, until)) = c.get(name) {
-                if *until > now {
-                    return Ok(leaf.clone());
-                }
+            if let Some((leaf, until)) = c.get(name)
+                && *until > now
+            {
+                return Ok(leaf.clone());
             }
         }
         let (chain, key) = self.ca.server_leaf(name, LEAF_TTL)?;

@@ -33,7 +33,9 @@ pub use decide::{
 };
 pub use host::{Host, HostError, HostPattern, HostRef, normalize_host};
 pub use load::{Diagnostic, load, parse_cidr, parse_duration};
-pub use model::{BUILTIN_CLASSES, DataSet, Document, Effect, Mode, Protocol, format_duration};
+pub use model::{
+    BUILTIN_CLASSES, DataSet, Document, Effect, Intercept, Mode, Protocol, format_duration,
+};
 pub use path::{PathGlob, normalize_path};
 pub use reference::{Miss, Step};
 

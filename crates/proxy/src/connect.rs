@@ -38,6 +38,24 @@ struct Tunnel {
     port: u16,
     ips: Vec<IpAddr>,
     machine: String,
+    /// A rule that makes this tunnel one to open if it is TLS.
+    opens: Option<u32>,
+}
+
+/// The rule that makes a tunnel one to open (policy-v1, "What veto cannot
+/// see"): interception is on, a rule with `methods`, `paths` or `data`
+/// could apply, and nothing refuses the tunnel whatever is inside.
+fn opens(shared: &Shared, active: &Active, d: &veto_policy::Decision) -> Option<u32> {
+    shared.intercept.as_ref()?;
+    if active.policy.document().intercept != veto_policy::Intercept::Auto {
+        return None;
+    }
+    let refused_anyway = d.applied.effect == veto_policy::Effect::Deny
+        && matches!(
+            d.applied.by,
+            veto_policy::By::Rule(_) | veto_policy::By::PrivateNetwork(..)
+        );
+    d.inspect.filter(|_| !refused_anyway)
 }
 
 impl Tunnel {
@@ -121,7 +139,9 @@ pub async fn serve(
         port,
         ips,
         machine: ctx.machine.clone(),
+        opens: None,
     };
+    let mut t = t;
     let hash = t.active.policy.hash().to_string();
     let now = ctx.now_secs();
 
@@ -130,7 +150,8 @@ pub async fn serve(
         None => {
             let (d_tls, v_tls) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tls, now));
             let (d_tcp, _) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tcp, now));
-            (d_tls == d_tcp).then_some(v_tls)
+            t.opens = opens(shared, &t.active, &d_tls);
+            (d_tls == d_tcp && t.opens.is_none()).then_some(v_tls)
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -203,7 +224,7 @@ async fn first_bytes<C: AsyncRead + Unpin>(client: &mut C, wait: std::time::Dura
 /// record and only then dial.
 async fn decide_after_peek<C>(t: Tunnel, mut ctx: Ctx, mut client: C, hash: String)
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let first = first_bytes(&mut client, t.shared.config.peek_timeout).await;
     let (protocol, label) = match sni::parse(&first) {
@@ -214,7 +235,25 @@ where
     let (ms, time) = veto_audit::now();
     ctx.unix_ms = ms;
     ctx.time = time;
-    let (_, verdict) = Verdict::decide(&t.shared, &t.active, &t.view(protocol, ctx.now_secs()));
+    let (_, mut verdict) = Verdict::decide(&t.shared, &t.active, &t.view(protocol, ctx.now_secs()));
+    if let (Protocol::Tls, Some(rule)) = (protocol, t.opens) {
+        if let Err(why) = open(&t, &ctx, client, first, rule, &hash).await {
+            // Not opened: decided as a tunnel veto cannot see into.
+            verdict.reason = format!("veto could not open the tunnel ({why}); {}", verdict.reason);
+            let refused = verdict.effect == "deny";
+            let status = if refused { 403 } else { 499 };
+            let _ = phase::audit(
+                &t.shared,
+                &ctx,
+                &hash,
+                t.seen("tls"),
+                &verdict,
+                Some(status),
+            )
+            .await;
+        }
+        return;
+    }
     let refused = verdict.effect == "deny";
     if phase::audit(
         &t.shared,
@@ -237,6 +276,67 @@ where
             phase::complete(&t.shared, &ctx, Some(fault.status().as_u16()), 0, 0);
             let _ = client.shutdown().await;
         }
+    }
+}
+
+/// Opens a TLS tunnel for inspection: its name checked against the CONNECT
+/// host, the client's TLS opened, the tunnel recorded, then every request
+/// inside decided on its own. `Err` says why it could not be opened.
+async fn open<C>(
+    t: &Tunnel,
+    ctx: &Ctx,
+    client: C,
+    first: Vec<u8>,
+    rule: u32,
+    hash: &str,
+) -> Result<(), String>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Hello::Tls(Some(name)) = sni::parse(&first)
+        && !same_host(&name, &t.host)
+    {
+        refuse_fronting(t, ctx, &name).await;
+        phase::complete_as(&t.shared, ctx, "tls", Some(403), 0, 0);
+        return Ok(());
+    }
+    let Some(interceptor) = t.shared.intercept.as_ref() else {
+        return Err("no CA is configured".into());
+    };
+    let o = crate::intercept::Opened {
+        shared: t.shared.clone(),
+        host: t.host.clone(),
+        port: t.port,
+        ips: t.ips.clone(),
+        machine: t.machine.clone(),
+    };
+    let accepted = crate::intercept::accept(&o, interceptor, client, first).await?;
+    let id = t.active.policy.rule_id(veto_policy::By::Rule(rule));
+    let verdict = Verdict {
+        effect: "allow",
+        would: None,
+        rule: id.to_string(),
+        reason: format!(
+            "opened to decide each request inside: rule `{id}` looks at methods, paths or data"
+        ),
+    };
+    if phase::audit(&t.shared, ctx, hash, t.seen("tls"), &verdict, None)
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    t.shared.metrics.tunnel_opened();
+    let (sent, received) = accepted.serve(o, interceptor).await;
+    t.shared.metrics.tunnel_closed();
+    phase::complete_as(&t.shared, ctx, "tls", Some(200), sent, received);
+    Ok(())
+}
+
+fn same_host(name: &str, host: &Host) -> bool {
+    match (normalize_host(name), host) {
+        (Ok(Host::Name(n)), Host::Name(h)) => n == *h,
+        _ => false,
     }
 }
 
@@ -289,17 +389,13 @@ async fn relay<C>(
         let first = first.unwrap_or_default();
         if let Hello::Tls(sni_name) = sni::parse(&first) {
             protocol = "tls";
-            if let Some(name) = sni_name {
-                let same = match (normalize_host(&name), &t.host) {
-                    (Ok(Host::Name(n)), Host::Name(h)) => n == *h,
-                    _ => false,
-                };
-                if !same {
-                    refuse_fronting(&t, &ctx, &name).await;
-                    phase::complete_as(&t.shared, &ctx, protocol, Some(403), 0, from_server);
-                    let _ = client.shutdown().await;
-                    return;
-                }
+            if let Some(name) = sni_name
+                && !same_host(&name, &t.host)
+            {
+                refuse_fronting(&t, &ctx, &name).await;
+                phase::complete_as(&t.shared, &ctx, protocol, Some(403), 0, from_server);
+                let _ = client.shutdown().await;
+                return;
             }
         }
         to_server = first.len() as u64;

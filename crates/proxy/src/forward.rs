@@ -2,10 +2,14 @@
 //! the address the policy checked, hop-by-hop headers and credentials
 //! removed, bodies streamed both ways and counted for the record.
 
-use crate::answer::{Body, BoxError};
+use crate::answer::{self, Body, BoxError, Fault};
 use crate::config::Config;
+use crate::http::Target;
+use crate::phase::{self, Ctx};
+use crate::state::Shared;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
+use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -14,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use veto_policy::{Host, Protocol};
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
 
@@ -158,4 +163,128 @@ where
     B::Error: Into<BoxError>,
 {
     b.map_err(Into::into).boxed()
+}
+
+/// Which connection an allowed request leaves by.
+pub enum Via<'a> {
+    /// The shared pool of plain HTTP connections, keyed by checked address.
+    Pool,
+    /// The TLS connection(s) of an opened tunnel, to its checked address.
+    Tunnel(&'a crate::intercept::Upstream),
+}
+
+/// Phase: answer. Sends an allowed request on and streams the answer
+/// back; the completion is recorded when the answer's body ends.
+pub(crate) async fn send(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    mut parts: http::request::Parts,
+    t: &Target<'_>,
+    body: Body,
+    via: Via<'_>,
+) -> Result<Response<Body>, Response<Body>> {
+    let (host, port) = (&t.host, t.port);
+    strip_hop_by_hop(&mut parts.headers);
+    // A body veto read (and may have redacted) is sent with its own length;
+    // a streamed one keeps the client's framing.
+    let exact = hyper::body::Body::size_hint(&body).exact();
+    if let Some(n) =
+        exact.filter(|n| *n > 0 || parts.headers.contains_key(http::header::CONTENT_LENGTH))
+    {
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let default_port = if t.protocol == Protocol::Https {
+        443
+    } else {
+        80
+    };
+    let authority = match (host, port) {
+        (Host::Ip(std::net::IpAddr::V6(v6)), p) if p == default_port => format!("[{v6}]"),
+        (Host::Ip(std::net::IpAddr::V6(v6)), p) => format!("[{v6}]:{p}"),
+        (h, p) if p == default_port => h.to_string(),
+        (h, p) => format!("{h}:{p}"),
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let fail = |fault: Fault, why: String| {
+        phase::complete(
+            shared,
+            ctx,
+            Some(fault.status().as_u16()),
+            sent.load(Ordering::Relaxed),
+            0,
+        );
+        answer::error(fault, &why, Some(&ctx.id))
+    };
+    let body = boxed(Counted::new(body, sent.clone(), None));
+    let pending = match via {
+        Via::Pool => {
+            let ip = t
+                .ips
+                .iter()
+                .find(|ip| ip.is_ipv4())
+                .or_else(|| t.ips.first())
+                .copied();
+            let Some(ip) = ip else {
+                return Err(fail(
+                    Fault::UpstreamUnreachable,
+                    "no address to connect to".into(),
+                ));
+            };
+            parts.uri = upstream_uri(ip, port, t.target).map_err(|e| {
+                answer::error(
+                    Fault::Downstream(http::StatusCode::BAD_REQUEST),
+                    &e.to_string(),
+                    None,
+                )
+            })?;
+            if !parts.headers.contains_key(http::header::HOST)
+                && let Ok(v) = HeaderValue::from_str(&authority)
+            {
+                parts.headers.insert(http::header::HOST, v);
+            }
+            parts.version = http::Version::HTTP_11;
+            let client = shared.client.clone();
+            let req = Request::from_parts(parts, body);
+            Box::pin(async move {
+                client.request(req).await.map_err(|e| {
+                    let why = std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), |s| s.to_string());
+                    format!("cannot reach {host}:{port} ({ip}): {why}")
+                })
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>
+        }
+        Via::Tunnel(up) => {
+            let req = Request::from_parts(parts, body);
+            Box::pin(up.send(req, authority))
+        }
+    };
+    let resp = match tokio::time::timeout(shared.config.response_timeout, pending).await {
+        Err(_) => {
+            return Err(fail(
+                Fault::UpstreamTimeout,
+                format!(
+                    "{host}:{port} did not answer within {}s",
+                    shared.config.response_timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(why)) => return Err(fail(Fault::UpstreamUnreachable, why)),
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    let status = rparts.status.as_u16();
+    let received = Arc::new(AtomicU64::new(0));
+    let done = {
+        let (shared, id, started) = (shared.clone(), ctx.id.clone(), ctx.started);
+        move |bytes_in: u64| {
+            let out = sent.load(Ordering::Relaxed);
+            phase::completion(&shared, id, started, None, Some(status), out, bytes_in);
+        }
+    };
+    let body = Counted::new(rbody, received, Some(Box::new(done)));
+    Ok(Response::from_parts(rparts, boxed(body)))
 }

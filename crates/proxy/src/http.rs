@@ -2,7 +2,7 @@
 
 use crate::answer::{self, Body, Fault};
 use crate::coding::Coding;
-use crate::forward::{self, Counted};
+use crate::forward::{self, Via};
 use crate::phase::{self, Ctx, Seen, Verdict};
 use crate::state::Shared;
 use bytes::Bytes;
@@ -10,36 +10,14 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use veto_policy::{DataSet, Effect, Host, Protocol, normalize_host, normalize_path};
 
 /// Serves one request: every answer, whatever it is, carries the id of
 /// the request's audit record.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let mut ctx = Ctx::new();
-    let head_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        // The target's parts, measured where they lie: no copy of the URI.
-        + req.uri().authority().map_or(0, |a| a.as_str().len())
-        + req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let result = if head_bytes > shared.config.max_header_bytes
-        || req.headers().len() > shared.config.max_headers
-    {
-        // hyper bounds its read buffer, but one large read can carry a head
-        // past it; the limit is enforced here as well.
-        Err(answer::error(
-            Fault::Downstream(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
-            &format!(
-                "the request head is larger than {} bytes or has more than {} fields",
-                shared.config.max_header_bytes, shared.config.max_headers
-            ),
-            None,
-        ))
-    } else if let Some(why) = smuggling(req.headers()) {
-        Err(bad_request(why))
+    let result = if let Some(refusal) = precheck(&shared, &req) {
+        Err(refusal)
     } else if req.method() == http::Method::CONNECT {
         crate::connect::serve(&shared, &mut ctx, req).await
     } else {
@@ -50,6 +28,34 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         resp.headers_mut().insert("veto-request-id", v);
     }
     resp
+}
+
+/// Checks every request gets before anything else: head limits, and
+/// framing that could smuggle a second request.
+pub(crate) fn precheck<B>(shared: &Shared, req: &Request<B>) -> Option<Response<Body>> {
+    let head_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        // The target's parts, measured where they lie: no copy of the URI.
+        + req.uri().authority().map_or(0, |a| a.as_str().len())
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if head_bytes > shared.config.max_header_bytes
+        || req.headers().len() > shared.config.max_headers
+    {
+        // hyper bounds its read buffer, but one large read can carry a head
+        // past it; the limit is enforced here as well.
+        return Some(answer::error(
+            Fault::Downstream(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            &format!(
+                "the request head is larger than {} bytes or has more than {} fields",
+                shared.config.max_header_bytes, shared.config.max_headers
+            ),
+            None,
+        ));
+    }
+    smuggling(req.headers()).map(bad_request)
 }
 
 /// Framing that two servers could read two ways is refused outright
@@ -117,23 +123,60 @@ async fn serve(
     let host = normalize_host(authority_host).map_err(|e| bad_request(&e.to_string()))?;
     let port = uri.port_u16().unwrap_or(80);
     let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let path = normalize_path(&target).into_owned();
 
     phase::identify(shared, req.headers(), ctx)?;
     let ips = phase::resolve(shared, &host)
         .await
         .map_err(|(fault, why)| answer::error(fault, &why, None))?;
 
+    let t = Target {
+        protocol: Protocol::Http,
+        host: &host,
+        port,
+        target: &target,
+        ips: &ips,
+    };
+    exchange(shared, ctx, &t, req, Via::Pool).await
+}
+
+/// Where a request goes, as the policy sees it: plain HTTP named by an
+/// absolute URI, or HTTPS inside an opened tunnel.
+pub(crate) struct Target<'a> {
+    pub protocol: Protocol,
+    pub host: &'a Host,
+    pub port: u16,
+    /// The path and query, as the client sent them.
+    pub target: &'a str,
+    pub ips: &'a [std::net::IpAddr],
+}
+
+/// The phases after resolve: inspect, decide, audit, answer. The same for
+/// a plain request and one inside an opened tunnel.
+pub(crate) async fn exchange(
+    shared: &Arc<Shared>,
+    ctx: &mut Ctx,
+    t: &Target<'_>,
+    req: Request<Incoming>,
+    via: Via<'_>,
+) -> Result<Response<Body>, Response<Body>> {
+    let Target {
+        protocol,
+        host,
+        port,
+        target,
+        ips,
+    } = *t;
+    let path = normalize_path(target).into_owned();
     let active = shared.policy.load_full();
     let method = req.method().as_str().to_string();
     let (parts, body) = req.into_parts();
-    let self_ref = phase::names_self(shared, &ips, port);
+    let self_ref = phase::names_self(shared, ips, port);
     let view = |data: DataSet| veto_policy::Request {
         machine: &ctx.machine,
-        protocol: Protocol::Http,
+        protocol,
         host: host.as_ref(),
         port,
-        ips: &ips,
+        ips,
         method: &method,
         path: &path,
         data,
@@ -221,12 +264,12 @@ async fn serve(
     }
     let refused = verdict.effect == "deny";
     let seen = Seen {
-        protocol: "http",
+        protocol: protocol.as_str(),
         host: host.as_ref(),
         port,
         method: Some(&method),
         path: Some(&path),
-        ips: &ips,
+        ips,
         data: found.counts,
     };
     // Phase: audit.
@@ -268,121 +311,11 @@ async fn serve(
         (None, Some(incoming)) => forward::boxed(incoming),
         (None, None) => answer::empty(),
     };
-    forward_streaming(shared, ctx, parts, &host, port, &ips, &target, body_out).await
+    forward::send(shared, ctx, parts, t, body_out, via).await
 }
 
 fn headers_owned(h: &http::HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
     h.iter()
         .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn forward_streaming(
-    shared: &Arc<Shared>,
-    ctx: &Ctx,
-    mut parts: http::request::Parts,
-    host: &Host,
-    port: u16,
-    ips: &[std::net::IpAddr],
-    target: &str,
-    body: Body,
-) -> Result<Response<Body>, Response<Body>> {
-    let ip = ips
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or_else(|| ips.first())
-        .copied();
-    let Some(ip) = ip else {
-        return Err(answer::error(
-            Fault::UpstreamUnreachable,
-            "no address to connect to",
-            Some(&ctx.id),
-        ));
-    };
-    let uri = forward::upstream_uri(ip, port, target).map_err(|e| bad_request(&e.to_string()))?;
-    forward::strip_hop_by_hop(&mut parts.headers);
-    // A body veto read (and may have redacted) is sent with its own length;
-    // a streamed one keeps the client's framing.
-    let exact = hyper::body::Body::size_hint(&body).exact();
-    if let Some(n) =
-        exact.filter(|n| *n > 0 || parts.headers.contains_key(http::header::CONTENT_LENGTH))
-    {
-        parts.headers.remove(http::header::TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    if !parts.headers.contains_key(http::header::HOST) {
-        let authority = match (host, port) {
-            (Host::Ip(std::net::IpAddr::V6(v6)), 80) => format!("[{v6}]"),
-            (Host::Ip(std::net::IpAddr::V6(v6)), p) => format!("[{v6}]:{p}"),
-            (h, 80) => h.to_string(),
-            (h, p) => format!("{h}:{p}"),
-        };
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(http::header::HOST, v);
-        }
-    }
-    parts.uri = uri;
-    parts.version = http::Version::HTTP_11;
-    let sent = Arc::new(AtomicU64::new(0));
-    let upstream_req = Request::from_parts(
-        parts,
-        forward::boxed(Counted::new(body, sent.clone(), None)),
-    );
-    let result = tokio::time::timeout(
-        shared.config.response_timeout,
-        shared.client.request(upstream_req),
-    )
-    .await;
-    let resp = match result {
-        Err(_) => {
-            phase::complete(
-                shared,
-                ctx,
-                Some(504),
-                sent.load(std::sync::atomic::Ordering::Relaxed),
-                0,
-            );
-            return Err(answer::error(
-                Fault::UpstreamTimeout,
-                &format!(
-                    "{host}:{port} did not answer within {}s",
-                    shared.config.response_timeout.as_secs()
-                ),
-                Some(&ctx.id),
-            ));
-        }
-        Ok(Err(e)) => {
-            phase::complete(
-                shared,
-                ctx,
-                Some(502),
-                sent.load(std::sync::atomic::Ordering::Relaxed),
-                0,
-            );
-            let why =
-                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-            return Err(answer::error(
-                Fault::UpstreamUnreachable,
-                &format!("cannot reach {host}:{port} ({ip}): {why}"),
-                Some(&ctx.id),
-            ));
-        }
-        Ok(Ok(resp)) => resp,
-    };
-    let (mut rparts, rbody) = resp.into_parts();
-    forward::strip_hop_by_hop(&mut rparts.headers);
-    let status = rparts.status.as_u16();
-    let received = Arc::new(AtomicU64::new(0));
-    let done = {
-        let (shared, id, started) = (shared.clone(), ctx.id.clone(), ctx.started);
-        move |bytes_in: u64| {
-            let out = sent.load(std::sync::atomic::Ordering::Relaxed);
-            phase::completion(&shared, id, started, None, Some(status), out, bytes_in);
-        }
-    };
-    let body = Counted::new(rbody, received, Some(Box::new(done)));
-    Ok(Response::from_parts(rparts, forward::boxed(body)))
 }

@@ -47,11 +47,12 @@ impl Activity {
 }
 
 /// A stream that notes its activity on every read, and counts what it read
-/// (so a tunnel cut by the watchdog still reports its bytes).
+/// and wrote (so a tunnel cut by the watchdog still reports its bytes).
 pub struct Watched<T> {
     inner: T,
     activity: Activity,
     read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
 }
 
 impl<T> Watched<T> {
@@ -60,11 +61,16 @@ impl<T> Watched<T> {
             inner,
             activity,
             read: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(AtomicU64::new(0)),
         }
     }
 
     pub fn bytes_read(&self) -> Arc<AtomicU64> {
         self.read.clone()
+    }
+
+    pub fn bytes_written(&self) -> Arc<AtomicU64> {
+        self.written.clone()
     }
 }
 
@@ -91,7 +97,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)

@@ -19,6 +19,7 @@ mod forward;
 mod http;
 mod idle;
 pub mod inspect;
+pub mod intercept;
 pub mod metrics;
 mod phase;
 mod redact;
@@ -28,5 +29,6 @@ mod sni;
 pub mod state;
 
 pub use config::{Config, parse_resolve};
+pub use intercept::Interceptor;
 pub use server::serve;
 pub use state::{Active, Credentials, OwnedOptOut, Shared};

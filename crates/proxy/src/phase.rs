@@ -181,7 +181,7 @@ pub async fn audit(
         status,
         policy: policy_hash.to_string(),
     };
-    let tunnel = seen.protocol != "http";
+    let tunnel = seen.method.is_none();
     let result = shared.writer.decide(d, ctx.unix_ms).await;
     if result.is_ok() {
         shared.metrics.decision(verdict.effect, &verdict.rule);

@@ -184,6 +184,8 @@ pub struct Shared {
     pub grants: GrantBook,
     /// The opt-outs in force, applied to every policy loaded.
     pub optouts: ArcSwap<Vec<OwnedOptOut>>,
+    /// Set when a CA is configured: tunnels may be opened for inspection.
+    pub intercept: Option<crate::intercept::Interceptor>,
 }
 
 impl Shared {
@@ -192,6 +194,7 @@ impl Shared {
         active: Active,
         writer: Writer,
         own_addr: std::net::SocketAddr,
+        intercept: Option<crate::intercept::Interceptor>,
     ) -> Arc<Shared> {
         let resolver = Resolver::system(config.resolve.clone());
         let grants = GrantBook::default();
@@ -208,6 +211,7 @@ impl Shared {
             metrics: crate::metrics::Metrics::default(),
             grants,
             optouts: ArcSwap::from_pointee(Vec::new()),
+            intercept,
         })
     }
 

@@ -41,6 +41,10 @@ enum Command {
     /// Work with policy files: check, explain, test, bench.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The local certificate authority, for TLS interception and machine
+    /// client certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Read the audit trail: verify the chain, query and export records.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -184,6 +188,10 @@ struct RunCli {
     /// Request bodies larger than this cannot be inspected for data classes.
     #[arg(long = "inspect-limit", default_value = "16MiB", value_parser = parse_size)]
     inspect_limit: usize,
+    /// Trust these PEM certificates, instead of the system's roots, for
+    /// upstreams of tunnels veto opens (`tls.intercept: auto`).
+    #[arg(long = "upstream-ca", value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -226,6 +234,7 @@ fn run_proxy(a: RunCli) -> Result<ExitCode> {
         listen: a.listen,
         admin: a.admin,
         data: a.data.data,
+        upstream_ca: a.upstream_ca,
         sync: if a.audit_sync == "full" {
             veto_audit::Sync::Full
         } else {
@@ -247,6 +256,16 @@ fn run_proxy(a: RunCli) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the local CA (an ECDSA P-256 key, stored with mode 0600, and
+    /// its certificate) under --data. Refuses to replace an existing one.
+    Init {
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -667,6 +686,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Machine(cmd) => machine(cmd),
         Command::Run(a) => run_proxy(a),
+        Command::Ca(CaCommand::Init { data }) => match veto_ca::Ca::init(&data.data) {
+            Ok(_) => {
+                let cert = data.data.join(veto_ca::CERT_FILE);
+                println!(
+                    "veto: created the local CA: certificate {} (give it to clients as their trust anchor, e.g. curl --cacert), key {} (mode 0600)",
+                    cert.display(),
+                    data.data.join(veto_ca::KEY_FILE).display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("veto: {e}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Optout(cmd) => optout(cmd),
         Command::Changes { remote, json } => {
             let list = remote.call("GET", "/v1/changes", None)?;

@@ -19,6 +19,8 @@ pub struct RunArgs {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub data: PathBuf,
+    /// `--upstream-ca`: roots for the upstreams of opened tunnels.
+    pub upstream_ca: Option<PathBuf>,
     pub sync: Sync,
     pub retention: veto_audit::Retention,
     pub config: Config,
@@ -196,6 +198,50 @@ fn prune_periodically(shared: Arc<Shared>, retention: veto_audit::Retention) {
     });
 }
 
+/// TLS interception: on when the data directory holds a CA. A broken CA
+/// stops the start: veto would otherwise refuse every tunnel it should open.
+fn interceptor(
+    data: &Path,
+    upstream_ca: Option<&Path>,
+) -> Result<(Option<veto_proxy::Interceptor>, String), String> {
+    let Some(ca) = veto_ca::Ca::load(data).map_err(|e| format!("the local CA: {e}"))? else {
+        if let Some(p) = upstream_ca {
+            return Err(format!(
+                "--upstream-ca {} is given but there is no CA under {} to open tunnels with (run `veto ca init --data {}`)",
+                p.display(),
+                data.display(),
+                data.display()
+            ));
+        }
+        return Ok((
+            None,
+            format!(
+                "TLS interception off: no CA under {} (`veto ca init` creates one); tunnels a rule would need to see inside are decided without it",
+                data.display()
+            ),
+        ));
+    };
+    let roots = match upstream_ca {
+        Some(p) => {
+            let pem =
+                std::fs::read(p).map_err(|e| format!("--upstream-ca {}: {e}", p.display()))?;
+            Some(
+                veto_ca::pem_certs(&pem)
+                    .map_err(|e| format!("--upstream-ca {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let i = veto_proxy::Interceptor::new(ca, roots)?;
+    Ok((
+        Some(i),
+        format!(
+            "TLS interception on where a rule needs to see inside (clients trust {})",
+            data.join(veto_ca::CERT_FILE).display()
+        ),
+    ))
+}
+
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let source = match args.policy {
         Some(p) => Source::File(p),
@@ -215,7 +261,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let mut config = args.config;
     config.listen = local;
-    let shared = Shared::new(config, active, writer, local);
+    let (intercept, tls_line) = interceptor(&args.data, args.upstream_ca.as_deref())?;
+    let shared = Shared::new(config, active, writer, local, intercept);
     shared.optouts.store(Arc::new(optouts));
     expire_optouts(shared.clone(), control.clone());
 
@@ -226,6 +273,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         ),
     }
     println!("veto: audit trail {}", db.display());
+    println!("veto: {tls_line}");
     println!("veto: proxy listening on http://{local} (set HTTP_PROXY and HTTPS_PROXY to it)");
     let token = veto_admin::load_or_create(&args.data).map_err(|e| e.to_string())?;
     let viewer = veto_admin::load_or_create_viewer(&args.data).map_err(|e| e.to_string())?;

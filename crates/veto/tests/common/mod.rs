@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -169,9 +171,8 @@ pub fn http_upstream(delay: Duration) -> SocketAddr {
     addr
 }
 
-fn serve_http(stream: TcpStream, delay: Duration) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
+pub fn serve_http<S: Read + Write>(stream: S, delay: Duration) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -214,7 +215,8 @@ fn serve_http(stream: TcpStream, delay: Duration) {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n{seen}",
             seen.len()
         );
-        if out.write_all(resp.as_bytes()).is_err() {
+        let out = reader.get_mut();
+        if out.write_all(resp.as_bytes()).is_err() || out.flush().is_err() {
             return;
         }
     }
@@ -262,8 +264,7 @@ pub fn curl(proxy: &str, args: &[&str]) -> (u16, String, String) {
         let (head, rest) = head_body.split_at(pos);
         if rest.len() > 4
             && rest[4..].starts_with("HTTP/")
-            && !head.contains(" 407 ")
-            && head.contains("200 Connection")
+            && head.split_whitespace().nth(1) == Some("200")
         {
             head_body = &rest[4..];
             continue;
