@@ -258,7 +258,7 @@ pub(crate) async fn send(
         }
         Via::Tunnel(up) => {
             let req = Request::from_parts(parts, body);
-            Box::pin(up.send(req, authority))
+            Box::pin(up.send(req, authority, t.target))
         }
     };
     let resp = match tokio::time::timeout(shared.config.response_timeout, pending).await {

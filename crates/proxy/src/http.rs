@@ -169,7 +169,7 @@ pub(crate) async fn exchange(
     let path = normalize_path(target).into_owned();
     let active = shared.policy.load_full();
     let method = req.method().as_str().to_string();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let self_ref = phase::names_self(shared, ips, port);
     let view = |data: DataSet| veto_policy::Request {
         machine: &ctx.machine,
@@ -289,6 +289,11 @@ pub(crate) async fn exchange(
 
     // Phase: answer — forward.
     let redact = decision.filter(|d| d.effect() == Effect::Redact);
+    // The target and header values are redacted as the body is.
+    let redacted_target = redact.and_then(|d| {
+        let classes = active.policy.redact_classes(&d);
+        crate::redact::head(&active, target, &mut parts.headers, classes)
+    });
     let body_out: Body = match (buffered, streaming) {
         (Some(bytes), _) => match redact {
             Some(d) => {
@@ -311,7 +316,11 @@ pub(crate) async fn exchange(
         (None, Some(incoming)) => forward::boxed(incoming),
         (None, None) => answer::empty(),
     };
-    forward::send(shared, ctx, parts, t, body_out, via).await
+    let t = Target {
+        target: redacted_target.as_deref().unwrap_or(target),
+        ..*t
+    };
+    forward::send(shared, ctx, parts, &t, body_out, via).await
 }
 
 fn headers_owned(h: &http::HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -318,18 +318,15 @@ impl Upstream {
     }
 
     /// Sends a request upstream. `authority` is the CONNECT host as the
-    /// Host header (HTTP/1.1) or `:authority` (HTTP/2) carries it.
+    /// Host header (HTTP/1.1) or `:authority` (HTTP/2) carries it; `path`
+    /// the request target (redacted, if it was).
     pub async fn send(
         &self,
         req: Request<Body>,
         authority: String,
+        path: &str,
     ) -> Result<Response<Incoming>, String> {
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
         let sender = match self.take() {
             Some(s) => s,
             None => self.dial().await?,

@@ -1,11 +1,12 @@
 //! Redaction of what leaves: each occurrence of the classes a redact rule
-//! names is replaced by `[REDACTED:<class>]`, keeping JSON bodies valid JSON.
-//! (URL and header redaction, and Content-Length fixing for streamed
-//! bodies, belong to the data opt-outs issue.)
+//! names is replaced by `[REDACTED:<class>]` in the request target, the
+//! header values and the body, keeping JSON bodies valid JSON and URLs
+//! well-formed (the label is percent-encoded there). A redacted body is
+//! sent with its new Content-Length (see `forward::send`).
 
 use crate::state::Active;
 use bytes::Bytes;
-use veto_detect::{BodyKind, Findings};
+use veto_detect::{BodyKind, Finding, Findings, Part, RequestParts};
 use veto_policy::DataSet;
 
 pub fn body(
@@ -29,4 +30,50 @@ pub fn body(
             .is_some_and(|b| classes.contains(b))
     });
     Bytes::from(veto_detect::redact_body(kind, body, chosen, det))
+}
+
+/// Redacts the request target and the header values in place. Returns the
+/// new target when it changed.
+pub fn head(
+    active: &Active,
+    target: &str,
+    headers: &mut http::HeaderMap,
+    classes: DataSet,
+) -> Option<String> {
+    let det = active.detectors.detector();
+    let mut findings = Findings::new();
+    {
+        let pairs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+            .collect();
+        det.scan_request(
+            RequestParts {
+                url: target.as_bytes(),
+                headers: &pairs,
+                body: &[],
+            },
+            &mut findings,
+        );
+    }
+    let chosen = |f: &&Finding| {
+        active
+            .detectors
+            .bit(f.class)
+            .is_some_and(|b| classes.contains(b))
+    };
+    for (i, (_, value)) in headers.iter_mut().enumerate() {
+        let mut hits = findings.in_part(Part::Header(i)).filter(chosen).peekable();
+        if hits.peek().is_none() {
+            continue;
+        }
+        let masked = veto_detect::redact(value.as_bytes(), hits, det);
+        if let Ok(v) = http::HeaderValue::from_bytes(&masked) {
+            *value = v;
+        }
+    }
+    let mut hits = findings.in_part(Part::Url).filter(chosen).peekable();
+    hits.peek()?;
+    let masked = veto_detect::redact_url(target.as_bytes(), hits, det);
+    String::from_utf8(masked).ok()
 }

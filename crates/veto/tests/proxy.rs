@@ -657,6 +657,38 @@ rules:
         (Some("redact"), Some("mask-cards"))
     );
     assert_eq!(r["data"]["credit_card"], 1);
+
+    // In the query and a header value too: masked where they are, the URL
+    // still well-formed, and the record holds the path without the query.
+    let (status, _, resp) = curl(
+        &veto.proxy_url(),
+        &[
+            "-H",
+            "X-Note: card 5500 0000 0000 0004 on file",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"n":2}"#,
+            &format!("http://{up}/tickets?cc=4111111111111111&keep=1"),
+        ],
+    );
+    assert_eq!(status, 200, "{resp}");
+    let seen: serde_json::Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(
+        seen["target"],
+        "/tickets?cc=%5BREDACTED:credit_card%5D&keep=1"
+    );
+    assert_eq!(
+        seen["headers"]["x-note"],
+        "card [REDACTED:credit_card] on file"
+    );
+    assert_eq!(seen["body"], r#"{"n":2}"#);
+    let recs = veto.records(&[]);
+    let r = recs.last().unwrap();
+    assert_eq!(r["decision"], "redact");
+    assert_eq!(r["path"], "/tickets");
+    assert_eq!(r["data"]["credit_card"], 2);
+    assert!(!r.to_string().contains("4111"), "{r}");
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
