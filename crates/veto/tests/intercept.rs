@@ -21,6 +21,11 @@ rules:
     to: { hosts: [api.test] }
     data: [credit_card]
     reason: Card numbers are masked before they leave.
+  - id: no-cloud-keys
+    effect: deny
+    to: { hosts: [api.test] }
+    data: [aws_access_key]
+    reason: Cloud keys never leave.
   - id: lab
     effect: allow
     to: { cidrs: [127.0.0.0/8] }
@@ -28,6 +33,10 @@ rules:
 
 /// `veto run` with a CA made by `veto ca init`, names resolved to loopback.
 fn start(upstream: &tls::Https, trust_upstream: bool) -> Veto {
+    start_with(POLICY, upstream, trust_upstream)
+}
+
+fn start_with(policy_text: &str, upstream: &tls::Https, trust_upstream: bool) -> Veto {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = Command::new(env!("CARGO_BIN_EXE_veto"))
@@ -43,7 +52,7 @@ fn start(upstream: &tls::Https, trust_upstream: bool) -> Veto {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ca.pem"), "{stdout}");
     let policy = dir.path().join("veto.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::write(&policy, policy_text).unwrap();
     let ca = upstream.ca.display().to_string();
     let mut extra = vec![
         "--resolve",
@@ -162,6 +171,28 @@ fn requests_inside_an_opened_tunnel_are_decided_one_by_one() {
     let sent: serde_json::Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["note"], "card [REDACTED:credit_card]");
 
+    // Refused inside, by data: a key in the body never reaches upstream.
+    let (status, head, body) = curl(
+        &veto.proxy_url(),
+        &[
+            "--cacert",
+            &ca,
+            "--data-binary",
+            "key=AKIAIOSFODNN7EXAMPLE",
+            &url("/upload"),
+        ],
+    );
+    assert_eq!(status, 403, "{head}\n{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["rule"], "no-cloud-keys");
+    let rec = veto
+        .records(&["--rule", "no-cloud-keys"])
+        .pop()
+        .expect("the refusal's record");
+    assert_eq!(rec["protocol"], "https");
+    assert_eq!(rec["data"]["aws_access_key"], 1);
+    assert!(!rec.to_string().contains("AKIA"), "{rec}");
+
     // HTTP/2 to the client, HTTP/1.1 to this upstream.
     let out = Command::new("curl")
         .args([
@@ -250,4 +281,20 @@ fn untrusted_upstreams_are_502_and_refused_leaves_refuse_the_tunnel() {
                     .contains("could not open the tunnel")
         })
     }));
+}
+
+#[test]
+fn with_intercept_never_the_tunnel_is_decided_unseen_and_fails_closed() {
+    let up = tls::https_upstream(&["api.test"]);
+    let policy = POLICY.replace("rules:", "tls: { intercept: never }\nrules:");
+    let veto = start_with(&policy, &up, true);
+    let (_, head) = common::connect(veto.addr, &format!("api.test:{}", up.addr.port()));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("veto-rule: no-deletes"),
+        "the rule veto could not check refuses: {head}"
+    );
+    let url = format!("https://api.test:{}/", up.addr.port());
+    let (status, _, _) = curl(&veto.proxy_url(), &["--cacert", &ca_of(&veto), &url]);
+    assert_eq!(status, 403);
 }
