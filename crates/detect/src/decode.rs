@@ -235,16 +235,54 @@ impl<'a> StrLits<'a> {
     }
 }
 
+/// The next `"` or `\\` at or after `from`. JSON strings are short, so a
+/// plain loop beats memchr's per-call set-up; long ones still move eight
+/// bytes per step.
+#[inline]
+fn next_quote_or_backslash(s: &[u8], from: usize) -> Option<usize> {
+    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const Q: u64 = 0x0101_0101_0101_0101 * b'"' as u64;
+    const B: u64 = 0x0101_0101_0101_0101 * b'\\' as u64;
+    // High bit of each byte of `w` equal to the byte in `splat` (exact: no
+    // carries between bytes).
+    let eq = |w: u64, splat: u64| {
+        let x = w ^ splat;
+        !(((x & LO7) + LO7) | x) & HI
+    };
+    let mut i = from;
+    while i + 8 <= s.len() {
+        let w = u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or_default());
+        let m = eq(w, Q) | eq(w, B);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s.get(i..)?
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|p| i + p)
+}
+
 impl Iterator for StrLits<'_> {
     type Item = StrLit;
     fn next(&mut self) -> Option<StrLit> {
         let s = self.s;
-        let open = self.i + memchr::memchr(b'"', s.get(self.i..)?)?;
+        // Outside a literal only `"` matters (a stray `\\` is skipped).
+        let mut open = self.i;
+        loop {
+            open = next_quote_or_backslash(s, open)?;
+            if s[open] == b'"' {
+                break;
+            }
+            open += 1;
+        }
         let start = open + 1;
         let mut j = start;
         let mut has_escape = false;
         loop {
-            match memchr::memchr2(b'"', b'\\', s.get(j..).unwrap_or_default()) {
+            match next_quote_or_backslash(s, j) {
                 None => {
                     self.i = s.len();
                     return Some(StrLit {
@@ -253,17 +291,17 @@ impl Iterator for StrLits<'_> {
                         has_escape,
                     });
                 }
-                Some(rel) if s[j + rel] == b'"' => {
-                    self.i = j + rel + 1;
+                Some(at) if s[at] == b'"' => {
+                    self.i = at + 1;
                     return Some(StrLit {
                         start,
-                        end: j + rel,
+                        end: at,
                         has_escape,
                     });
                 }
-                Some(rel) => {
+                Some(at) => {
                     has_escape = true;
-                    j = (j + rel + 2).min(s.len());
+                    j = (at + 2).min(s.len());
                 }
             }
         }

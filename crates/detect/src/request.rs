@@ -133,9 +133,10 @@ impl Detector {
         let base = out.items.len();
         self.scan_raw(body, 0, Part::Body, out);
         match kind {
+            // A literal without a backslash decodes to itself, and the raw
+            // scan has seen it; a body without one (most JSON) is done.
+            BodyKind::Json if memchr::memchr(b'\\', body).is_none() => {}
             BodyKind::Json => {
-                // A literal without a backslash decodes to itself, and the
-                // raw scan has seen it.
                 let lits = StrLits::new(body)
                     .filter(|l| l.has_escape)
                     .map(|l| (l.start, l.end));
