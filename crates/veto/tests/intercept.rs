@@ -298,3 +298,23 @@ fn with_intercept_never_the_tunnel_is_decided_unseen_and_fails_closed() {
     let (status, _, _) = curl(&veto.proxy_url(), &["--cacert", &ca_of(&veto), &url]);
     assert_eq!(status, 403);
 }
+
+#[test]
+fn an_http2_upstream_is_spoken_to_in_http2() {
+    let up = tls::h2_upstream(&["api.test"]);
+    let veto = start(&up, true);
+    let ca = ca_of(&veto);
+    let url = format!("https://api.test:{}/v2/items?q=1", up.addr.port());
+    let (status, _, body) = curl(&veto.proxy_url(), &["--http1.1", "--cacert", &ca, &url]);
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["target"], "/v2/items?q=1");
+    assert_eq!(seen["authority"], format!("api.test:{}", up.addr.port()));
+    assert!(seen["headers"].get("host").is_none(), "{seen}");
+    let (status, _, _) = curl(
+        &veto.proxy_url(),
+        &["--http2", "--cacert", &ca, "-X", "DELETE", &url],
+    );
+    assert_eq!(status, 403);
+}

@@ -16,24 +16,7 @@ pub struct Https {
 }
 
 pub fn https_upstream(names: &[&str]) -> Https {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = veto_ca::Ca::init(dir.path()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut by_name = rustls::server::ResolvesServerCertUsingSni::new();
-    for name in names {
-        let (chain, key) = ca.server_leaf(name, Duration::from_secs(3600)).unwrap();
-        let key = provider.key_provider.load_private_key(key).unwrap();
-        by_name
-            .add(name, rustls::sign::CertifiedKey::new(chain, key))
-            .unwrap();
-    }
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(by_name));
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let cfg = Arc::new(cfg);
+    let (dir, cfg) = server_config(names, b"http/1.1");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -52,4 +35,84 @@ pub fn https_upstream(names: &[&str]) -> Https {
         ca: dir.path().join(veto_ca::CERT_FILE),
         _dir: dir,
     }
+}
+
+/// The same, speaking HTTP/2 only (ALPN `h2`), with hyper: it answers with
+/// the HTTP version, method, target and headers it saw, as JSON.
+pub fn h2_upstream(names: &[&str]) -> Https {
+    let (dir, cfg) = server_config(names, b"h2");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let headers: serde_json::Map<String, serde_json::Value> = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                                .collect();
+                            let seen = serde_json::json!({
+                                "version": format!("{:?}", req.version()),
+                                "method": req.method().as_str(),
+                                "target": req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                                "authority": req.uri().authority().map(|a| a.to_string()),
+                                "headers": headers,
+                            });
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(seen.to_string())),
+                            ))
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+                });
+            }
+        });
+    });
+    Https {
+        addr,
+        ca: dir.path().join(veto_ca::CERT_FILE),
+        _dir: dir,
+    }
+}
+
+fn server_config(names: &[&str], alpn: &[u8]) -> (tempfile::TempDir, Arc<rustls::ServerConfig>) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = veto_ca::Ca::init(dir.path()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut by_name = rustls::server::ResolvesServerCertUsingSni::new();
+    for name in names {
+        let (chain, key) = ca.server_leaf(name, Duration::from_secs(3600)).unwrap();
+        let key = provider.key_provider.load_private_key(key).unwrap();
+        by_name
+            .add(name, rustls::sign::CertifiedKey::new(chain, key))
+            .unwrap();
+    }
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(by_name));
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    (dir, Arc::new(cfg))
 }
