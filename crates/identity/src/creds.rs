@@ -11,17 +11,48 @@ pub struct Credential {
     pub name: String,
     pub roles: Vec<String>,
     pub env: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
     /// Unix seconds; from then on the token is refused.
     pub expires: Option<i64>,
-    /// Seconds of disuse after which the token should be refused. Stored and
-    /// carried only: enforcing it (with `last_used` kept current by the
-    /// proxy) belongs to the identity issue that follows.
+    /// Seconds of disuse after which the credential is refused: counted
+    /// from its last use (or its creation), `Store`'s `last_used` or a
+    /// more recent use the caller knows of (see [`Credentials::check_used`]).
     pub idle_ttl: Option<i64>,
     pub last_used: Option<i64>,
     pub revoked_at: Option<i64>,
     pub(crate) hash: [u8; 32],
     /// The token before the last rotation, and when it stops working.
     pub(crate) old: Option<([u8; 32], i64)>,
+}
+
+impl Credential {
+    /// Revoked, expired or idle at `now`, in that order.
+    fn live(&self, now: i64, recent: Option<i64>) -> Result<(), Refusal> {
+        if let Some(at) = self.revoked_at {
+            return Err(Refusal::Revoked { at });
+        }
+        if let Some(at) = self.expires.filter(|&at| now >= at) {
+            return Err(Refusal::Expired { at });
+        }
+        if let Some(limit) = self.idle_ttl {
+            let since = self.last_used.max(recent).unwrap_or(self.created);
+            if now.saturating_sub(since) >= limit {
+                return Err(Refusal::Idle { since, limit });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `90s`, `15m`, `12h`, `30d`: the largest unit that divides evenly.
+fn veto_duration(secs: i64) -> String {
+    for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs >= n && secs % n == 0 {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
 }
 
 /// Every machine, in memory: what the proxy needs to accept or refuse
@@ -58,6 +89,12 @@ pub enum Refusal {
     Rotated {
         at: i64,
     },
+    /// Unused for its whole `--idle-ttl` (seconds): last used (or created)
+    /// at `since`, Unix seconds.
+    Idle {
+        since: i64,
+        limit: i64,
+    },
 }
 
 impl Refusal {
@@ -69,6 +106,7 @@ impl Refusal {
             Refusal::Revoked { .. } => "revoked",
             Refusal::Expired { .. } => "expired",
             Refusal::Rotated { .. } => "rotated",
+            Refusal::Idle { .. } => "idle",
         }
     }
 }
@@ -94,6 +132,12 @@ impl fmt::Display for Refusal {
                 "This token was rotated: it stopped working at {}; use the machine's new token.",
                 format_time(*at)
             ),
+            Refusal::Idle { since, limit } => write!(
+                f,
+                "The proxy credentials of this machine lapsed: unused since {} (idle limit {}).",
+                format_time(*since),
+                veto_duration(*limit)
+            ),
         }
     }
 }
@@ -107,6 +151,19 @@ impl Credentials {
     /// Checks `machine:token` as presented; `now` in Unix seconds.
     /// `Ok(name)` or `Err(reason for the 407)`.
     pub fn check(&self, machine: &str, token: &str, now: i64) -> Result<&str, Refusal> {
+        self.check_used(machine, token, now, None)
+    }
+
+    /// As [`Credentials::check`], knowing a use more recent than the
+    /// snapshot's `last_used` (the proxy keeps uses in memory and writes
+    /// them to the store in batches).
+    pub fn check_used(
+        &self,
+        machine: &str,
+        token: &str,
+        now: i64,
+        recent: Option<i64>,
+    ) -> Result<&str, Refusal> {
         let presented = token::hash(token);
         let Some(c) = self.machines.get(machine) else {
             // Same work as the known case; the result is thrown away.
@@ -126,12 +183,20 @@ impl Credentials {
                 _ => return Err(Refusal::BadToken),
             }
         }
-        if let Some(at) = c.revoked_at {
-            return Err(Refusal::Revoked { at });
-        }
-        if let Some(at) = c.expires.filter(|&at| now >= at) {
-            return Err(Refusal::Expired { at });
-        }
+        c.live(now, recent)?;
+        Ok(&c.name)
+    }
+
+    /// Checks a machine proven by other means (a client certificate):
+    /// known, not revoked, not expired, not idle.
+    pub fn check_machine(
+        &self,
+        machine: &str,
+        now: i64,
+        recent: Option<i64>,
+    ) -> Result<&str, Refusal> {
+        let c = self.machines.get(machine).ok_or(Refusal::UnknownMachine)?;
+        c.live(now, recent)?;
         Ok(&c.name)
     }
 

@@ -13,9 +13,11 @@
 mod creds;
 mod store;
 pub mod token;
+mod uses;
 
 pub use creds::{Credential, Credentials, Refusal, format_time};
 pub use store::{MachineInfo, Store, db_path};
+pub use uses::Uses;
 
 use std::path::PathBuf;
 

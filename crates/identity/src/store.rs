@@ -66,9 +66,7 @@ pub struct MachineInfo {
     pub created: i64,
     /// Unix seconds; from then on the token is refused.
     pub expires: Option<i64>,
-    /// Seconds of disuse after which the token should be refused. Stored
-    /// now; enforced by the identity issue that follows (the proxy has to
-    /// keep `last_used` current first).
+    /// Seconds of disuse after which the credential is refused.
     pub idle_ttl: Option<i64>,
     /// Unix seconds; `None` until the proxy records a use.
     pub last_used: Option<i64>,
@@ -148,8 +146,8 @@ impl Store {
     /// cannot be shown again. Refused if a machine of that name exists and
     /// is not revoked (an expired one included: revoke it first).
     ///
-    /// `ttl`: the token is refused from `now + ttl` on. `idle_ttl` is stored
-    /// for the identity issue that will enforce it.
+    /// `ttl`: the token is refused from `now + ttl` on; `idle_ttl`: it is
+    /// refused once unused that long.
     pub fn add(
         &self,
         name: &str,
@@ -301,7 +299,7 @@ impl Store {
         let mut machines = HashMap::new();
         {
             let mut st = tx.prepare(
-                "SELECT name, token_hash, roles, env, expires, idle_ttl, last_used, revoked_at, old_hash, old_until
+                "SELECT name, token_hash, roles, env, expires, idle_ttl, last_used, revoked_at, old_hash, old_until, created
                  FROM machines ORDER BY revoked_at IS NULL, revoked_at, id",
             )?;
             let mut rows = st.query([])?;
@@ -318,6 +316,7 @@ impl Store {
                         name,
                         roles: split_roles(&r.get::<_, String>(2)?),
                         env: r.get(3)?,
+                        created: r.get(10)?,
                         expires: r.get(4)?,
                         idle_ttl: r.get(5)?,
                         last_used: r.get(6)?,
@@ -335,6 +334,28 @@ impl Store {
         }
         tx.commit()?;
         Ok(Credentials { machines, version })
+    }
+
+    /// Records uses the proxy saw (machine, Unix seconds), in one
+    /// transaction. A use never moves `last_used` back, and does not change
+    /// [`Store::version`] (no reload for every batch).
+    pub fn record_uses(&self, uses: &[(String, i64)]) -> Result<(), IdentityError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE machines SET last_used = max(coalesce(last_used, 0), ?2)
+                 WHERE name = ?1 AND revoked_at IS NULL",
+            )?;
+            for (name, at) in uses {
+                st.execute(params![name, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Changes whenever the machines table changes (a counter kept by

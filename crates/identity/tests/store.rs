@@ -351,3 +351,42 @@ fn rotation_keeps_the_old_token_for_the_overlap_then_says_rotated() {
         Err(IdentityError::Unknown(_))
     ));
 }
+
+#[test]
+fn idle_ttl_counts_from_the_last_use_in_memory_or_stored() {
+    let (_dir, s) = store();
+    let token = s
+        .add("cron", &[], None, None, Some(Duration::from_secs(60)))
+        .unwrap();
+    let creds = s.snapshot().unwrap();
+    let created = creds.get("cron").unwrap().created;
+    // Never used: counts from creation.
+    assert_eq!(creds.check("cron", &token, created + 59), Ok("cron"));
+    assert_eq!(
+        creds.check("cron", &token, created + 60),
+        Err(Refusal::Idle {
+            since: created,
+            limit: 60
+        })
+    );
+    // A use the proxy holds in memory keeps it alive...
+    assert_eq!(
+        creds.check_used("cron", &token, created + 100, Some(created + 50)),
+        Ok("cron")
+    );
+    // ...and so does one written to the store, once read back.
+    s.record_uses(&[("cron".into(), created + 90)]).unwrap();
+    s.record_uses(&[("cron".into(), created + 10)]).unwrap();
+    let creds = s.snapshot().unwrap();
+    assert_eq!(creds.get("cron").unwrap().last_used, Some(created + 90));
+    assert_eq!(creds.check("cron", &token, created + 149), Ok("cron"));
+    let refused = creds.check("cron", &token, created + 150).unwrap_err();
+    assert!(refused.to_string().contains("idle limit 1m"), "{refused}");
+    // A machine proven by certificate is held to the same limits.
+    assert_eq!(creds.check_machine("cron", created + 100, None), Ok("cron"));
+    assert!(creds.check_machine("cron", created + 150, None).is_err());
+    assert_eq!(
+        creds.check_machine("nobody", created, None),
+        Err(Refusal::UnknownMachine)
+    );
+}

@@ -5,6 +5,7 @@ pub mod admin_client;
 pub mod audit_cmd;
 pub mod bench;
 pub mod explain;
+pub mod identity_sync;
 pub mod machine_cmd;
 pub mod run;
 pub mod sample;

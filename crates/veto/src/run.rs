@@ -129,56 +129,6 @@ async fn reload(shared: &Shared, source: &Source, why: &str) {
     }
 }
 
-/// Machine credentials from the identity store, for the proxy's request path
-/// (in memory: no disk on the request path).
-struct StoreCredentials(veto_identity::Credentials);
-
-impl veto_proxy::Credentials for StoreCredentials {
-    fn check(&self, machine: &str, token: &str, now: i64) -> Result<(), String> {
-        self.0
-            .check(machine, token, now)
-            .map(|_| ())
-            .map_err(|r| r.to_string())
-    }
-}
-
-/// Keeps the proxy's credentials in step with the identity store: a machine
-/// added, revoked or expired takes effect within half a second, without a
-/// restart. The store is read off the request path, on a blocking thread.
-fn watch_identities(shared: Arc<Shared>, data: PathBuf) {
-    tokio::spawn(async move {
-        let mut seen: Option<i64> = None;
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            let data = data.clone();
-            let read = tokio::task::spawn_blocking(
-                move || -> Result<Option<(i64, veto_identity::Credentials)>, String> {
-                    if !veto_identity::db_path(&data).exists() {
-                        return Ok(None);
-                    }
-                    let store = veto_identity::Store::open(&data).map_err(|e| e.to_string())?;
-                    let version = store.version().map_err(|e| e.to_string())?;
-                    Ok(Some((
-                        version,
-                        store.snapshot().map_err(|e| e.to_string())?,
-                    )))
-                },
-            )
-            .await;
-            match read {
-                Ok(Ok(Some((version, creds)))) if seen != Some(version) => {
-                    seen = Some(version);
-                    let boxed: Box<dyn veto_proxy::Credentials> = Box::new(StoreCredentials(creds));
-                    shared.credentials.store(Arc::new(boxed));
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot read the identity store"),
-                _ => {}
-            }
-        }
-    });
-}
-
 /// Applies the retention once a minute (and once at start), in the audit
 /// writer's own thread, between group commits.
 fn prune_periodically(shared: Arc<Shared>, retention: veto_audit::Retention) {
@@ -306,7 +256,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         }
     });
 
-    watch_identities(shared.clone(), args.data.clone());
+    let identities = crate::identity_sync::start(shared.clone(), args.data.clone());
     if args.retention != veto_audit::Retention::default() {
         prune_periodically(shared.clone(), args.retention);
     }
@@ -358,6 +308,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         eprintln!("veto: shutting down: draining requests in flight");
     };
     veto_proxy::serve(listener, shared, shutdown).await;
+    // Uses seen since the last batch: written before veto exits.
+    identities.flush().await;
     let _ = stop_admin.send(());
     // Live streams never end by themselves; do not wait long for them.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), admin_task).await;

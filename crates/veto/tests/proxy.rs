@@ -779,3 +779,41 @@ fn a_rotated_token_works_for_its_overlap_then_gets_407() {
     assert!(body.contains("rotated"), "{body}");
     assert_eq!(curl(&new_proxy, &[&url]).0, 200);
 }
+
+#[test]
+fn idle_credentials_lapse_and_last_use_survives_a_clean_stop() {
+    let up = http_upstream(Duration::ZERO);
+    let mut veto = Veto::start(&lab_policy(""), &[]);
+    let url = format!("http://{up}/");
+    let (code, token, err) = veto.cli(&["machine", "add", "cron", "--idle-ttl", "3s"]);
+    assert_eq!(code, 0, "{err}");
+    let proxy = format!("http://cron:{}@{}", token.trim(), veto.addr);
+    assert!(eventually(|| curl(&proxy, &[&url]).0 == 200));
+    // Used twice a second: alive well past three seconds.
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(curl(&proxy, &[&url]).0, 200);
+    }
+    // Unused for longer than its idle limit: 407, saying why.
+    std::thread::sleep(Duration::from_millis(4100));
+    let (status, _, body) = curl(&proxy, &[&url]);
+    assert_eq!(status, 407, "{body}");
+    assert!(
+        body.contains("lapsed") && body.contains("idle limit 3s"),
+        "{body}"
+    );
+
+    // A use just before a clean stop (uses are written every 5 s) is
+    // written when veto stops.
+    let (_, token, _) = veto.cli(&["machine", "add", "batch"]);
+    let proxy = format!("http://batch:{}@{}", token.trim(), veto.addr);
+    assert!(eventually(|| curl(&proxy, &[&url]).0 == 200));
+    veto.signal("TERM");
+    let _ = veto.child.wait();
+    let (code, out, err) = veto.cli(&["machine", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    for line in out.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(m["last_used"].is_string(), "{m}");
+    }
+}
