@@ -23,6 +23,10 @@ use time::OffsetDateTime;
 /// The CA's files under the data directory.
 pub const KEY_FILE: &str = "ca.key";
 pub const CERT_FILE: &str = "ca.pem";
+/// The SPIFFE trust domain of machine certificates, one line.
+pub const TRUST_DOMAIN_FILE: &str = "trust-domain";
+/// The trust domain when `veto ca init` is given none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "veto.local";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -46,6 +50,23 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
+    trust_domain: String,
+}
+
+/// A SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_`.
+pub fn check_trust_domain(td: &str) -> Result<(), String> {
+    let ok = !td.is_empty()
+        && td.len() <= 255
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{td}` is not a SPIFFE trust domain (lowercase letters, digits, `.`, `-`, `_`)"
+        ))
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
@@ -95,9 +116,19 @@ fn sign_err(name: &str) -> impl FnOnce(rcgen::Error) -> CaError + '_ {
 }
 
 impl Ca {
-    /// Creates a CA under `dir`. Refuses to replace an existing one: every
-    /// client that trusts it would silently stop working.
+    /// Creates a CA under `dir` for the default trust domain.
     pub fn init(dir: &Path) -> Result<Ca, CaError> {
+        Ca::init_for(dir, DEFAULT_TRUST_DOMAIN)
+    }
+
+    /// Creates a CA under `dir` whose machine certificates carry SPIFFE IDs
+    /// of `trust_domain`. Refuses to replace an existing one: every client
+    /// that trusts it would silently stop working.
+    pub fn init_for(dir: &Path, trust_domain: &str) -> Result<Ca, CaError> {
+        check_trust_domain(trust_domain).map_err(|why| CaError::Broken {
+            path: dir.join(TRUST_DOMAIN_FILE),
+            why,
+        })?;
         let (key_path, cert_path) = (dir.join(KEY_FILE), dir.join(CERT_FILE));
         for p in [&key_path, &cert_path] {
             if p.exists() {
@@ -108,7 +139,14 @@ impl Ca {
         let key = KeyPair::generate().map_err(sign_err("the CA"))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "veto local CA");
+        // A name of its own, so that two veto CAs (two machines, a rebuilt
+        // one) are told apart by people and by certificate path building.
+        let id = serial();
+        let tag: String = id.to_bytes()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        dn.push(DnType::CommonName, format!("veto local CA {tag}"));
         dn.push(DnType::OrganizationName, "veto");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -124,10 +162,14 @@ impl Ca {
         let cert = params.self_signed(&key).map_err(sign_err("the CA"))?;
         write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
         write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+        let td_path = dir.join(TRUST_DOMAIN_FILE);
+        let _ = std::fs::remove_file(&td_path);
+        write_new(&td_path, format!("{trust_domain}\n").as_bytes(), 0o644)?;
         Ok(Ca {
             cert_pem: cert.pem(),
             cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
+            trust_domain: trust_domain.to_string(),
         })
     }
 
@@ -169,11 +211,30 @@ impl Ca {
                 key_path.display()
             )));
         }
+        let td_path = dir.join(TRUST_DOMAIN_FILE);
+        let trust_domain = match std::fs::read_to_string(&td_path) {
+            Ok(s) => {
+                let td = s.trim().to_string();
+                check_trust_domain(&td).map_err(|why| CaError::Broken {
+                    path: td_path.clone(),
+                    why,
+                })?;
+                td
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DEFAULT_TRUST_DOMAIN.into(),
+            Err(e) => return Err(io(&td_path)(e)),
+        };
         Ok(Some(Ca {
             issuer,
             cert_pem,
             cert_der: der,
+            trust_domain,
         }))
+    }
+
+    /// The SPIFFE trust domain of this CA's machine certificates.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -206,7 +267,8 @@ impl Ca {
 
     /// A client certificate whose identity is the SPIFFE ID
     /// `spiffe://<trust_domain>/machine/<machine>` (URI SAN), with the
-    /// machine's name as common name.
+    /// machine's name as common name. Normally the CA's own trust domain
+    /// ([`Ca::trust_domain`]).
     pub fn client_cert(
         &self,
         trust_domain: &str,

@@ -14,8 +14,13 @@ use veto_policy::{DataSet, Effect, Host, Protocol, normalize_host, normalize_pat
 
 /// Serves one request: every answer, whatever it is, carries the id of
 /// the request's audit record.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: crate::mtls::Peer,
+) -> Response<Body> {
     let mut ctx = Ctx::new();
+    ctx.peer = peer;
     let result = if let Some(refusal) = precheck(&shared, &req) {
         Err(refusal)
     } else if req.method() == http::Method::CONNECT {

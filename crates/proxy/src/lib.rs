@@ -21,6 +21,7 @@ mod idle;
 pub mod inspect;
 pub mod intercept;
 pub mod metrics;
+pub mod mtls;
 mod phase;
 mod redact;
 pub mod resolve;

@@ -23,6 +23,8 @@ pub struct Ctx {
     pub unix_ms: u64,
     pub time: String,
     pub machine: String,
+    /// What the client's TLS connection to the proxy proved, if anything.
+    pub peer: crate::mtls::Peer,
 }
 
 impl Ctx {
@@ -34,6 +36,7 @@ impl Ctx {
             unix_ms,
             time,
             machine: "anonymous".into(),
+            peer: crate::mtls::Peer::None,
         }
     }
 
@@ -45,10 +48,30 @@ impl Ctx {
 /// Phase: identify. `Proxy-Authorization: Basic machine:token`, or
 /// `anonymous` when absent. Bad credentials are a 407, never anonymous.
 pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), Response<Body>> {
+    let bad = |why: &str| answer::bad_credentials(why);
+    let by_cert = match &ctx.peer {
+        crate::mtls::Peer::None => None,
+        crate::mtls::Peer::Refused(why) => return Err(bad(why)),
+        crate::mtls::Peer::Machine(m) => Some(m.clone()),
+    };
     let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) else {
+        if let Some(machine) = by_cert {
+            shared
+                .credentials
+                .load()
+                .check_machine(&machine, ctx.now_secs())
+                .map_err(|why| bad(&why))?;
+            ctx.machine = machine.to_string();
+        }
         return Ok(());
     };
-    let bad = |why: &str| answer::bad_credentials(why);
+    if by_cert.is_some() {
+        // Two proofs of identity that could disagree: refuse rather than
+        // pick one.
+        return Err(bad(
+            "the connection's client certificate already names the machine; send no Proxy-Authorization with it",
+        ));
+    }
     let value = value
         .to_str()
         .map_err(|_| bad("the Proxy-Authorization header is not text"))?;

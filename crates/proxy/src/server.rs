@@ -1,6 +1,7 @@
 //! Accepting clients: connection limits (in all and per client address),
 //! request-head limits and timeouts, and a graceful drain on shutdown.
 
+use crate::mtls::Peer;
 use crate::state::Shared;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -41,27 +42,43 @@ impl PerClient {
 
 /// Serves clients until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish (bounded by the drain timeout), and flushes
-/// the audit trail.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+/// the audit trail. `tls`: a second listener where clients speak TLS to the
+/// proxy and may prove who they are with a client certificate.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<(TcpListener, Arc<crate::mtls::ClientTls>)>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
     let cfg = shared.config.clone();
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let per_client = Arc::new(PerClient::default());
     // Connections watch this to finish their request in flight and close.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
+    let (tls_listener, client_tls) = match tls {
+        Some((l, t)) => (Some(l), Some(t)),
+        None => (None, None),
+    };
+    let accept_tls = async |l: &Option<TcpListener>| match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    };
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather
-                    // than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (accepted, is_tls) = tokio::select! {
+            a = listener.accept() => (a, false),
+            a = accept_tls(&tls_listener) => (a, true),
             () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather
+                // than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; closing");
@@ -73,36 +90,28 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         }
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let svc = service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(crate::http::handle(shared, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_timeout)
-            .max_buf_size(cfg.max_header_bytes.max(8192))
-            .max_headers(cfg.max_headers)
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
         let per_client = per_client.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let client_tls = client_tls.clone().filter(|_| is_tls);
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match client_tls {
+                None => connection(stream, shared, Peer::None, stop).await,
+                Some(t) => {
+                    // The handshake is bounded like a request head.
+                    let wait = shared.config.header_timeout;
+                    match tokio::time::timeout(wait, t.accept(stream)).await {
+                        Ok(Ok((tls, who))) => connection(tls, shared, who, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             per_client.leave(peer.ip());
             drop(slot);
         });
     }
     drop(listener);
+    drop(tls_listener);
     let _ = stop_tx.send(true);
     // Every connection holds a slot: all slots back means all drained.
     let all = u32::try_from(cfg.max_connections).unwrap_or(u32::MAX);
@@ -112,5 +121,40 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     }
     if let Err(e) = shared.writer.flush().await {
         tracing::error!(error = %e, "audit flush at shutdown failed");
+    }
+}
+
+/// Serves one client connection, plain or TLS, until it closes or veto
+/// stops (then the request in flight finishes first).
+async fn connection<IO>(
+    io: IO,
+    shared: Arc<Shared>,
+    who: Peer,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = shared.config.clone();
+    let svc = service_fn(move |req| {
+        let (shared, who) = (shared.clone(), who.clone());
+        async move { Ok::<_, Infallible>(crate::http::handle(shared, req, who).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .max_headers(cfg.max_headers)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -81,6 +81,9 @@ impl OwnedOptOut {
 /// credential store: `Err` is the sentence for the 407.
 pub trait Credentials: Send + Sync {
     fn check(&self, machine: &str, token: &str, now: Timestamp) -> Result<(), String>;
+    /// A machine proven by a client certificate: still registered, not
+    /// revoked, expired or idle.
+    fn check_machine(&self, machine: &str, now: Timestamp) -> Result<(), String>;
 }
 
 /// Until machines are registered, every presented credential is unknown.
@@ -89,6 +92,11 @@ pub struct NoCredentials;
 impl Credentials for NoCredentials {
     fn check(&self, machine: &str, _token: &str, _now: Timestamp) -> Result<(), String> {
         Err(format!("unknown machine `{machine}`"))
+    }
+    fn check_machine(&self, machine: &str, _now: Timestamp) -> Result<(), String> {
+        Err(format!(
+            "machine `{machine}` is not registered (veto machine add {machine})"
+        ))
     }
 }
 

@@ -34,6 +34,20 @@ impl veto_proxy::Credentials for StoreCredentials {
         self.uses.note(machine, now);
         Ok(())
     }
+
+    fn check_machine(&self, machine: &str, now: i64) -> Result<(), String> {
+        let recent = self.uses.get(machine);
+        self.creds
+            .check_machine(machine, now, recent)
+            .map_err(|r| match r {
+                veto_identity::Refusal::UnknownMachine => format!(
+                    "The client certificate names machine `{machine}`, which is not registered."
+                ),
+                other => other.to_string(),
+            })?;
+        self.uses.note(machine, now);
+        Ok(())
+    }
 }
 
 pub struct Identities {

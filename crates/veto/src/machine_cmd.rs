@@ -22,6 +22,93 @@ pub enum MachineCmdError {
     },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Ca(#[from] veto_ca::CaError),
+    #[error("there is no CA under {0}: run `veto ca init` first")]
+    NoCa(String),
+    #[error("machine `{name}` is {state}: a certificate is issued only to an active machine")]
+    NotActive { name: String, state: &'static str },
+    #[error("{path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What `veto machine cert` wrote.
+pub struct Issued {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub spiffe_id: String,
+    pub not_after: String,
+}
+
+/// Issues a client certificate for a registered, active machine.
+pub fn cert_cmd(
+    data: &Path,
+    name: &str,
+    ttl: Duration,
+    out: &Path,
+) -> Result<Issued, MachineCmdError> {
+    let ca = veto_ca::Ca::load(data)?
+        .ok_or_else(|| MachineCmdError::NoCa(data.display().to_string()))?;
+    if !db_path(data).exists() {
+        return Err(IdentityError::Unknown(name.to_string()).into());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let live = Store::open(data)?
+        .list()?
+        .into_iter()
+        .rfind(|m| m.name == name)
+        .ok_or_else(|| IdentityError::Unknown(name.to_string()))?;
+    match live.state(now) {
+        "active" => {}
+        state => {
+            return Err(MachineCmdError::NotActive {
+                name: name.to_string(),
+                state,
+            });
+        }
+    }
+    let (chain, key) = ca.client_cert(ca.trust_domain(), name, ttl)?;
+    let cert_pem: String = chain
+        .iter()
+        .map(|c| veto_ca::to_pem("CERTIFICATE", c))
+        .collect();
+    let key_pem = veto_ca::to_pem("PRIVATE KEY", key.secret_der());
+    let cert_path = out.join(format!("{name}.pem"));
+    let key_path = out.join(format!("{name}.key"));
+    replace_file(&key_path, key_pem.as_bytes(), 0o600)?;
+    replace_file(&cert_path, cert_pem.as_bytes(), 0o644)?;
+    Ok(Issued {
+        cert: cert_path,
+        key: key_path,
+        spiffe_id: format!("spiffe://{}/machine/{name}", ca.trust_domain()),
+        not_after: format_time(now.saturating_add(ttl.as_secs() as i64)),
+    })
+}
+
+/// Writes a file whole (a temporary file renamed over it), with `mode`
+/// from the start: a key is never readable by others, even briefly.
+fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), MachineCmdError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| MachineCmdError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 /// What `veto machine add` takes.

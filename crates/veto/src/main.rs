@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The whole system on one machine: the edge proxy and the audit store.
-    Run(RunCli),
+    Run(Box<RunCli>),
     /// Work with policy files: check, explain, test, bench.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -104,7 +104,7 @@ enum MachineCommand {
         /// Refuse the token after this long: 24h, 30d (default: never).
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
-        /// Refuse the token after this long unused: 30d (stored; enforced in a later release).
+        /// Refuse the machine's credentials after this long unused: 30d.
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_ttl: Option<std::time::Duration>,
         #[command(flatten)]
@@ -117,6 +117,21 @@ enum MachineCommand {
         /// How long the old token keeps working: 1h, 10m (default: not at all).
         #[arg(long, value_parser = humantime::parse_duration)]
         overlap: Option<std::time::Duration>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Issue a short-lived client certificate for a registered machine,
+    /// signed by veto's CA, with the SPIFFE ID
+    /// spiffe://<trust domain>/machine/NAME. Writes NAME.pem (the chain)
+    /// and NAME.key (mode 0600) into --out.
+    Cert {
+        name: String,
+        /// How long the certificate is valid: 24h (default), 1h, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Where to write NAME.pem and NAME.key.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
         #[command(flatten)]
         data: DataArg,
     },
@@ -192,6 +207,21 @@ struct RunCli {
     /// upstreams of tunnels veto opens (`tls.intercept: auto`).
     #[arg(long = "upstream-ca", value_name = "FILE")]
     upstream_ca: Option<PathBuf>,
+    /// Also listen here for clients that speak TLS to the proxy (curl -x
+    /// https://…), optionally with a client certificate (needs `veto ca init`).
+    #[arg(long = "listen-tls", value_name = "ADDR")]
+    listen_tls: Option<std::net::SocketAddr>,
+    /// Also accept client certificates from this CA (PEM; repeatable), e.g.
+    /// SPIRE's or your PKI's; their machine names must be registered.
+    #[arg(long = "client-ca", value_name = "FILE")]
+    client_ca: Vec<PathBuf>,
+    /// Where a client certificate's machine name comes from: its SPIFFE ID
+    /// (spiffe://<trust domain>/machine/NAME) or its subject's common name.
+    #[arg(long = "client-id", default_value = "spiffe", value_parser = ["spiffe", "cn"])]
+    client_id: String,
+    /// The name in the TLS listener's own certificate (default: its address).
+    #[arg(long = "tls-name")]
+    tls_name: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -235,6 +265,10 @@ fn run_proxy(a: RunCli) -> Result<ExitCode> {
         admin: a.admin,
         data: a.data.data,
         upstream_ca: a.upstream_ca,
+        listen_tls: a.listen_tls,
+        client_ca: a.client_ca,
+        client_id_cn: a.client_id == "cn",
+        tls_name: a.tls_name,
         sync: if a.audit_sync == "full" {
             veto_audit::Sync::Full
         } else {
@@ -265,6 +299,9 @@ enum CaCommand {
     Init {
         #[command(flatten)]
         data: DataArg,
+        /// The SPIFFE trust domain of machine certificates.
+        #[arg(long, default_value = veto_ca::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
     },
 }
 
@@ -671,6 +708,26 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
                 "veto: machine `{name}` has a new token (shown only this once); the old one works {until}"
             );
         }
+        MachineCommand::Cert {
+            name,
+            ttl,
+            out,
+            data,
+        } => {
+            let issued = veto::machine_cmd::cert_cmd(&data.data, &name, ttl, &out)?;
+            say!("{}", issued.cert.display());
+            eprintln!(
+                "veto: client certificate for `{name}` ({}), valid until {}: {} and key {} (mode 0600). \
+                 Use it as: curl -x https://127.0.0.1:PORT --proxy-cacert {} --proxy-cert {} --proxy-key {} URL",
+                issued.spiffe_id,
+                issued.not_after,
+                issued.cert.display(),
+                issued.key.display(),
+                data.data.join(veto_ca::CERT_FILE).display(),
+                issued.cert.display(),
+                issued.key.display(),
+            );
+        }
         MachineCommand::Revoke { name, data } => {
             revoke_cmd(&data.data, &name)?;
             say!("machine `{name}` revoked");
@@ -685,22 +742,24 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Machine(cmd) => machine(cmd),
-        Command::Run(a) => run_proxy(a),
-        Command::Ca(CaCommand::Init { data }) => match veto_ca::Ca::init(&data.data) {
-            Ok(_) => {
-                let cert = data.data.join(veto_ca::CERT_FILE);
-                println!(
-                    "veto: created the local CA: certificate {} (give it to clients as their trust anchor, e.g. curl --cacert), key {} (mode 0600)",
-                    cert.display(),
-                    data.data.join(veto_ca::KEY_FILE).display()
-                );
-                Ok(ExitCode::SUCCESS)
+        Command::Run(a) => run_proxy(*a),
+        Command::Ca(CaCommand::Init { data, trust_domain }) => {
+            match veto_ca::Ca::init_for(&data.data, &trust_domain) {
+                Ok(_) => {
+                    let cert = data.data.join(veto_ca::CERT_FILE);
+                    println!(
+                        "veto: created the local CA: certificate {} (give it to clients as their trust anchor, e.g. curl --cacert), key {} (mode 0600); machine certificates carry spiffe://{trust_domain}/machine/NAME",
+                        cert.display(),
+                        data.data.join(veto_ca::KEY_FILE).display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("veto: {e}");
+                    Ok(ExitCode::from(1))
+                }
             }
-            Err(e) => {
-                eprintln!("veto: {e}");
-                Ok(ExitCode::from(1))
-            }
-        },
+        }
         Command::Optout(cmd) => optout(cmd),
         Command::Changes { remote, json } => {
             let list = remote.call("GET", "/v1/changes", None)?;

@@ -21,6 +21,14 @@ pub struct RunArgs {
     pub data: PathBuf,
     /// `--upstream-ca`: roots for the upstreams of opened tunnels.
     pub upstream_ca: Option<PathBuf>,
+    /// `--listen-tls`: a TLS listener for the proxy, with client certificates.
+    pub listen_tls: Option<SocketAddr>,
+    /// `--client-ca`: more CAs whose client certificates are accepted.
+    pub client_ca: Vec<PathBuf>,
+    /// `--client-id cn`: machine names from common names, not SPIFFE IDs.
+    pub client_id_cn: bool,
+    /// `--tls-name`: the name in the TLS listener's certificate.
+    pub tls_name: Option<String>,
     pub sync: Sync,
     pub retention: veto_audit::Retention,
     pub config: Config,
@@ -192,8 +200,59 @@ fn interceptor(
     ))
 }
 
+/// The proxy's TLS listener (`--listen-tls`), its certificate from veto's
+/// CA, accepting client certificates from it and from `--client-ca`.
+async fn tls_listener(
+    args: &RunArgs,
+) -> Result<Option<(tokio::net::TcpListener, Arc<veto_proxy::mtls::ClientTls>)>, String> {
+    let Some(addr) = args.listen_tls else {
+        return Ok(None);
+    };
+    let ca = veto_ca::Ca::load(&args.data)
+        .map_err(|e| format!("the local CA: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "--listen-tls needs a CA for its certificate: run `veto ca init --data {}`",
+                args.data.display()
+            )
+        })?;
+    let mut roots = vec![ca.cert_der().clone()];
+    for p in &args.client_ca {
+        let pem = std::fs::read(p).map_err(|e| format!("--client-ca {}: {e}", p.display()))?;
+        roots.extend(
+            veto_ca::pem_certs(&pem).map_err(|e| format!("--client-ca {}: {e}", p.display()))?,
+        );
+    }
+    let trust_domain = ca.trust_domain().to_string();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (TLS): {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let name = args
+        .tls_name
+        .clone()
+        .unwrap_or_else(|| local.ip().to_string());
+    let id_from = if args.client_id_cn {
+        veto_proxy::mtls::IdFrom::CommonName
+    } else {
+        veto_proxy::mtls::IdFrom::Spiffe
+    };
+    let tls = veto_proxy::mtls::ClientTls::new(
+        veto_ca::Leaves::new(ca, 4),
+        &name,
+        roots,
+        &trust_domain,
+        id_from,
+    )?;
+    println!(
+        "veto: proxy TLS listener on https://{local} (clients trust {}; client certificates name spiffe://{trust_domain}/machine/NAME)",
+        args.data.join(veto_ca::CERT_FILE).display()
+    );
+    Ok(Some((listener, Arc::new(tls))))
+}
+
 pub async fn run(args: RunArgs) -> Result<(), String> {
-    let source = match args.policy {
+    let source = match args.policy.clone() {
         Some(p) => Source::File(p),
         None if Path::new("veto.yaml").exists() => Source::File(PathBuf::from("veto.yaml")),
         None => Source::Starter,
@@ -209,6 +268,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = tls_listener(&args).await?;
     let mut config = args.config;
     config.listen = local;
     let (intercept, tls_line) = interceptor(&args.data, args.upstream_ca.as_deref())?;
@@ -307,7 +367,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         }
         eprintln!("veto: shutting down: draining requests in flight");
     };
-    veto_proxy::serve(listener, shared, shutdown).await;
+    veto_proxy::serve(listener, tls, shared, shutdown).await;
     // Uses seen since the last batch: written before veto exits.
     identities.flush().await;
     let _ = stop_admin.send(());

@@ -17,6 +17,8 @@ pub struct Veto {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// `--listen-tls`, when given.
+    pub tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub policy: PathBuf,
     pub stderr: Arc<Mutex<String>>,
@@ -59,8 +61,12 @@ impl Veto {
         let mut lines = BufReader::new(stdout).lines();
         let mut addr = None;
         let mut admin = None;
+        let mut tls = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("veto: proxy TLS listener on https://") {
+                tls = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
             if let Some(rest) = line.strip_prefix("veto: proxy listening on http://") {
                 addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
             }
@@ -83,6 +89,7 @@ impl Veto {
             child,
             addr: addr.expect("veto run did not say where it listens"),
             admin: admin.expect("veto run did not say where its admin API listens"),
+            tls,
             dir,
             policy,
             stderr,
