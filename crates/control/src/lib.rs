@@ -249,6 +249,23 @@ impl Store {
         Ok(o)
     }
 
+    /// Records a change made elsewhere (machines, grants): who, what, why,
+    /// before and after.
+    pub fn record(
+        &self,
+        actor: &str,
+        action: &str,
+        reason: &str,
+        before: &serde_json::Value,
+        after: &serde_json::Value,
+    ) -> Result<(), ControlError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        Self::log(&tx, actor, action, reason, before, after)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Opt-outs not removed (expired ones included: callers check
     /// `in_force`).
     pub fn list(&self) -> Result<Vec<OptOut>, ControlError> {

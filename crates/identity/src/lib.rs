@@ -11,11 +11,13 @@
 //! is enough here).
 
 mod creds;
+mod grants;
 mod store;
 pub mod token;
 mod uses;
 
 pub use creds::{Credential, Credentials, Refusal, format_time};
+pub use grants::{GrantUse, Renewal};
 pub use store::{MachineInfo, Store, db_path};
 pub use uses::Uses;
 

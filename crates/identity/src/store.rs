@@ -110,6 +110,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(crate::grants::SCHEMA)?;
         // Stores made before rotation existed get its two columns.
         let has_old: i64 = tx.query_row(
             "SELECT COUNT(*) FROM pragma_table_info('machines') WHERE name = 'old_hash'",
@@ -135,7 +136,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while the lock was held can at worst have left a
         // transaction open, and dropping rusqlite's Transaction rolls it
         // back: the connection is still sound, so poisoning is ignored.
@@ -400,7 +401,7 @@ fn seconds(what: &'static str, d: Duration) -> Result<i64, IdentityError> {
 
 /// Unix seconds. A clock before 1970 reads as 0 rather than failing: the
 /// times stored are for people and for expiry, both harmless at 0.
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -103,18 +103,21 @@ impl Credentials for NoCredentials {
 /// Grant use (policy-v1 "Permissions that expire"): the last applied allow
 /// per (rule, machine), and when each rule id was first loaded. Held in
 /// memory behind a mutex taken only for a map lookup or update, never
-/// across I/O. Persisting it across restarts belongs to the identity work;
-/// until then a restart counts every grant's idle time from the restart.
+/// across I/O; the caller persists it in batches (`take_unwritten`) and
+/// loads what the store holds (`merge`, `merge_first_loaded`).
 #[derive(Default)]
 pub struct GrantBook {
     inner: std::sync::Mutex<Book>,
 }
 
+/// Last use, and whether the store has it.
+type Use = (Timestamp, bool);
+
 #[derive(Default)]
 struct Book {
     /// rule id -> machine -> last use. Nested so lookups borrow `&str`
     /// and allocate nothing.
-    last_used: std::collections::HashMap<Box<str>, std::collections::HashMap<Box<str>, Timestamp>>,
+    last_used: std::collections::HashMap<Box<str>, std::collections::HashMap<Box<str>, Use>>,
     first_loaded: std::collections::HashMap<Box<str>, Timestamp>,
 }
 
@@ -124,9 +127,11 @@ impl GrantBook {
     }
 
     /// Notes the rules of a policy just loaded: a rule id seen for the
-    /// first time starts its idle period now.
-    pub fn loaded(&self, policy: &Policy, now: Timestamp) {
+    /// first time starts its idle period now. Returns the ids of every
+    /// expiring rule of the policy.
+    pub fn loaded(&self, policy: &Policy, now: Timestamp) -> Vec<String> {
         let mut b = self.book();
+        let mut ids = Vec::new();
         for r in policy
             .document()
             .rules
@@ -134,6 +139,21 @@ impl GrantBook {
             .filter(|r| r.expire_if_unused.is_some())
         {
             b.first_loaded.entry(r.id.as_str().into()).or_insert(now);
+            ids.push(r.id.to_string());
+        }
+        ids
+    }
+
+    /// A first load the store remembers (from before a restart): the
+    /// earlier time counts.
+    pub fn merge_first_loaded(&self, rule: &str, at: Timestamp) {
+        let mut b = self.book();
+        match b.first_loaded.get_mut(rule) {
+            Some(t) if *t <= at => {}
+            Some(t) => *t = at,
+            None => {
+                b.first_loaded.insert(rule.into(), at);
+            }
         }
     }
 
@@ -145,7 +165,7 @@ impl GrantBook {
             .iter()
             .flat_map(|(rule, m)| {
                 m.iter()
-                    .map(move |(machine, t)| (rule.to_string(), machine.to_string(), *t))
+                    .map(move |(machine, t)| (rule.to_string(), machine.to_string(), t.0))
             })
             .collect();
         out.sort();
@@ -154,15 +174,56 @@ impl GrantBook {
 
     /// A use: an applied allow decision naming an expiring rule.
     pub fn used(&self, rule: &str, machine: &str, now: Timestamp) {
+        self.set(rule, machine, now, false);
+    }
+
+    /// A use the store holds (from before a restart, or a renewal): kept
+    /// if newer, not written back.
+    pub fn merge(&self, rule: &str, machine: &str, at: Timestamp) {
+        self.set(rule, machine, at, true);
+    }
+
+    fn set(&self, rule: &str, machine: &str, at: Timestamp, written: bool) {
         let mut b = self.book();
         if let Some(t) = b.last_used.get_mut(rule).and_then(|m| m.get_mut(machine)) {
-            *t = now;
+            // The same second again changes nothing the store lacks.
+            if at > t.0 {
+                *t = (at, written);
+            }
             return;
         }
         b.last_used
             .entry(rule.into())
             .or_default()
-            .insert(machine.into(), now);
+            .insert(machine.into(), (at, written));
+    }
+
+    /// Uses the store does not have yet, marked as written.
+    pub fn take_unwritten(&self) -> Vec<(String, String, Timestamp)> {
+        let mut b = self.book();
+        let mut out = Vec::new();
+        for (rule, m) in b.last_used.iter_mut() {
+            for (machine, t) in m.iter_mut().filter(|(_, t)| !t.1) {
+                t.1 = true;
+                out.push((rule.to_string(), machine.to_string(), t.0));
+            }
+        }
+        out
+    }
+
+    /// Gives back uses whose write failed, unless a newer use came since.
+    pub fn unwritten(&self, uses: Vec<(String, String, Timestamp)>) {
+        let mut b = self.book();
+        for (rule, machine, at) in uses {
+            if let Some(t) = b
+                .last_used
+                .get_mut(rule.as_str())
+                .and_then(|m| m.get_mut(machine.as_str()))
+                && t.0 == at
+            {
+                t.1 = false;
+            }
+        }
     }
 }
 
@@ -172,7 +233,7 @@ impl Grants for GrantBook {
             .last_used
             .get(rule)
             .and_then(|m| m.get(machine))
-            .copied()
+            .map(|t| t.0)
     }
     fn first_loaded(&self, rule: &str) -> Option<Timestamp> {
         self.book().first_loaded.get(rule).copied()
@@ -206,7 +267,7 @@ impl Shared {
     ) -> Arc<Shared> {
         let resolver = Resolver::system(config.resolve.clone());
         let grants = GrantBook::default();
-        grants.loaded(&active.policy, active.loaded_at);
+        let _ = grants.loaded(&active.policy, active.loaded_at);
         let client = crate::forward::client(&config);
         Arc::new(Shared {
             config,

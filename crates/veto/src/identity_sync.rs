@@ -51,22 +51,29 @@ impl veto_proxy::Credentials for StoreCredentials {
 }
 
 pub struct Identities {
-    data: PathBuf,
+    shared: Arc<Shared>,
+    store: Arc<Store>,
+    control: Arc<veto_control::Store>,
     uses: Arc<Uses<String>>,
 }
 
-/// Starts watching the store and writing uses; the returned handle flushes
-/// once more at shutdown.
-pub fn start(shared: Arc<Shared>, data: PathBuf) -> Identities {
-    let uses: Arc<Uses<String>> = Arc::default();
-    let handle = Identities {
-        data: data.clone(),
-        uses: uses.clone(),
-    };
-    let flusher = Identities {
-        data: data.clone(),
-        uses: uses.clone(),
-    };
+/// Opens the store (making it if needed), reads grant use back into the
+/// proxy, then keeps both in step in the background. The returned handle
+/// flushes once more at shutdown.
+pub fn start(
+    shared: Arc<Shared>,
+    data: PathBuf,
+    control: Arc<veto_control::Store>,
+) -> Result<Arc<Identities>, String> {
+    let store = Arc::new(Store::open(&data).map_err(|e| format!("the identity store: {e}"))?);
+    crate::grant_sync::load(&shared, &store)?;
+    let me = Arc::new(Identities {
+        shared: shared.clone(),
+        store: store.clone(),
+        control,
+        uses: Arc::default(),
+    });
+    let flusher = me.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {
@@ -74,67 +81,89 @@ pub fn start(shared: Arc<Shared>, data: PathBuf) -> Identities {
             flusher.flush().await;
         }
     });
+    // Credentials in force before the first request, not half a second in.
+    let creds = store
+        .snapshot()
+        .map_err(|e| format!("the identity store: {e}"))?;
+    let first = creds.version();
+    let boxed: Box<dyn veto_proxy::Credentials> = Box::new(StoreCredentials {
+        creds,
+        uses: me.uses.clone(),
+    });
+    shared.credentials.store(Arc::new(boxed));
+    let watcher = me.clone();
     tokio::spawn(async move {
-        let mut seen: Option<i64> = None;
+        let mut seen: Option<i64> = Some(first);
         let mut tick = tokio::time::interval(POLL_EVERY);
         loop {
             tick.tick().await;
-            let data = data.clone();
-            let read = tokio::task::spawn_blocking(
-                move || -> Result<Option<veto_identity::Credentials>, String> {
-                    let Some(store) = open(&data)? else {
-                        return Ok(None);
-                    };
-                    store.snapshot().map(Some).map_err(|e| e.to_string())
-                },
-            )
+            let store = watcher.store.clone();
+            let read =
+                tokio::task::spawn_blocking(move || store.version().map_err(|e| e.to_string()))
+                    .await;
+            let version = match read {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the identity store");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if seen == Some(version) {
+                continue;
+            }
+            let (store, shared) = (watcher.store.clone(), watcher.shared.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                let creds = store.snapshot().map_err(|e| e.to_string())?;
+                crate::grant_sync::load(&shared, &store)?;
+                let renewed = crate::grant_sync::renewals(&store)?;
+                Ok::<_, String>((creds, renewed))
+            })
             .await;
             match read {
-                Ok(Ok(Some(creds))) if seen != Some(creds.version()) => {
+                Ok(Ok((creds, renewed))) => {
                     seen = Some(creds.version());
                     let boxed: Box<dyn veto_proxy::Credentials> = Box::new(StoreCredentials {
                         creds,
-                        uses: uses.clone(),
+                        uses: watcher.uses.clone(),
                     });
-                    shared.credentials.store(Arc::new(boxed));
+                    watcher.shared.credentials.store(Arc::new(boxed));
+                    crate::grant_sync::report(&watcher.shared, &watcher.control, renewed).await;
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "cannot read the identity store"),
-                _ => {}
+                Err(_) => {}
             }
         }
     });
-    handle
-}
-
-/// The store, if one was ever made (`veto machine add` makes it).
-fn open(data: &std::path::Path) -> Result<Option<Store>, String> {
-    if !veto_identity::db_path(data).exists() {
-        return Ok(None);
-    }
-    Store::open(data).map(Some).map_err(|e| e.to_string())
+    Ok(me)
 }
 
 impl Identities {
-    /// Writes the uses not yet written. A failed write keeps them for the
-    /// next batch.
+    /// Writes the credential and grant uses not yet written (a failed
+    /// write keeps them for the next batch), and reports grants that
+    /// lapsed.
     pub async fn flush(&self) {
         let batch = self.uses.take_unwritten();
-        if batch.is_empty() {
-            return;
-        }
-        let data = self.data.clone();
-        let (written, batch) = tokio::task::spawn_blocking(move || {
-            let r = open(&data).and_then(|s| match s {
-                Some(s) => s.record_uses(&batch).map_err(|e| e.to_string()),
-                None => Ok(()),
-            });
-            (r, batch)
+        let (store, shared) = (self.store.clone(), self.shared.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let creds = store
+                .record_uses(&batch)
+                .map_err(|e| (e.to_string(), batch));
+            let grants = crate::grant_sync::flush(&shared, &store)
+                .and_then(|()| crate::grant_sync::lapsed(&shared, &store));
+            (creds, grants)
         })
-        .await
-        .unwrap_or_else(|e| (Err(e.to_string()), Vec::new()));
-        if let Err(e) = written {
+        .await;
+        let Ok((creds, grants)) = result else {
+            return;
+        };
+        if let Err((e, batch)) = creds {
             tracing::error!(error = %e, "cannot record credential uses; will retry");
             self.uses.unwritten(batch);
+        }
+        match grants {
+            Ok(lapsed) => crate::grant_sync::report(&self.shared, &self.control, lapsed).await,
+            Err(e) => tracing::error!(error = %e, "cannot record grant uses; will retry"),
         }
     }
 }

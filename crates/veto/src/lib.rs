@@ -1,10 +1,12 @@
 //! The library behind the `veto` binary: the commands' logic, kept out of
 //! `main.rs` so it can be tested and reused.
 
+pub mod access_cmd;
 pub mod admin_client;
 pub mod audit_cmd;
 pub mod bench;
 pub mod explain;
+pub mod grant_sync;
 pub mod identity_sync;
 pub mod machine_cmd;
 pub mod run;

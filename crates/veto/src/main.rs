@@ -45,6 +45,9 @@ enum Command {
     /// client certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Review access by last use, renew grants, revoke what nobody uses.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Read the audit trail: verify the chain, query and export records.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -107,6 +110,9 @@ enum MachineCommand {
         /// Refuse the machine's credentials after this long unused: 30d.
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_ttl: Option<std::time::Duration>,
+        /// Why (kept in the change log).
+        #[arg(long, default_value = "")]
+        reason: String,
         #[command(flatten)]
         data: DataArg,
     },
@@ -117,6 +123,9 @@ enum MachineCommand {
         /// How long the old token keeps working: 1h, 10m (default: not at all).
         #[arg(long, value_parser = humantime::parse_duration)]
         overlap: Option<std::time::Duration>,
+        /// Why (kept in the change log).
+        #[arg(long, default_value = "")]
+        reason: String,
         #[command(flatten)]
         data: DataArg,
     },
@@ -135,9 +144,13 @@ enum MachineCommand {
         #[command(flatten)]
         data: DataArg,
     },
-    /// Revoke a machine's token; the proxy refuses it from then on.
+    /// Revoke a machine's token and certificates; the proxy refuses them
+    /// from the next request on.
     Revoke {
         name: String,
+        /// Why (kept in the change log).
+        #[arg(long, default_value = "")]
+        reason: String,
         #[command(flatten)]
         data: DataArg,
     },
@@ -290,6 +303,131 @@ fn run_proxy(a: RunCli) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+#[derive(Subcommand)]
+enum AccessCommand {
+    /// Every credential and grant with its last use, what expires within
+    /// --within, and what already expired.
+    Review {
+        #[command(flatten)]
+        data: DataArg,
+        /// The policy whose `expire_if_unused` grants to list (default:
+        /// ./veto.yaml, else the built-in starter policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// What counts as expiring soon.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        within: std::time::Duration,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Renew a grant for a machine: it counts as used now.
+    Renew {
+        /// The rule id of the grant (an `expire_if_unused` rule).
+        rule: String,
+        #[arg(long)]
+        machine: String,
+        /// Why (kept in the change log and the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Check the rule against this policy (default: ./veto.yaml if present).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Revoke machine credentials unused for --unused (never used: since
+    /// they were created).
+    Prune {
+        #[arg(long, value_parser = humantime::parse_duration)]
+        unused: std::time::Duration,
+        /// Only say what would be revoked.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+/// The policy a command reads: --policy, else ./veto.yaml, else (when
+/// `starter`) the built-in starter policy.
+fn policy_for(path: Option<PathBuf>, starter: bool) -> Result<Option<veto_policy::Policy>> {
+    let path = path.or_else(|| {
+        let p = PathBuf::from("veto.yaml");
+        p.exists().then_some(p)
+    });
+    let text = match &path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+        None if starter => veto::run::STARTER.to_string(),
+        None => return Ok(None),
+    };
+    let name = path.map_or_else(|| "starter".into(), |p| p.display().to_string());
+    veto_policy::Policy::compile(&text).map(Some).map_err(|d| {
+        anyhow::anyhow!(
+            "{name} is not a valid policy:\n{}",
+            d.iter()
+                .map(|d| format!("{name}:{d}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+fn access(cmd: AccessCommand) -> Result<ExitCode> {
+    match cmd {
+        AccessCommand::Review {
+            data,
+            policy,
+            within,
+            json,
+        } => {
+            let policy = policy_for(policy, true)?.expect("the starter policy");
+            let rows = veto::access_cmd::review(&data.data, &policy, within.as_secs() as i64)
+                .map_err(anyhow::Error::msg)?;
+            match veto::access_cmd::write_review(&rows, json, &mut std::io::stdout().lock()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
+        AccessCommand::Renew {
+            rule,
+            machine,
+            reason,
+            policy,
+            data,
+        } => {
+            let policy = policy_for(policy, false)?;
+            let at = veto::access_cmd::renew(&data.data, policy.as_ref(), &rule, &machine, &reason)
+                .map_err(anyhow::Error::msg)?;
+            say!("grant `{rule}` renewed for `{machine}`: counts as used at {at}");
+        }
+        AccessCommand::Prune {
+            unused,
+            dry_run,
+            data,
+        } => {
+            let n = veto::access_cmd::prune(
+                &data.data,
+                unused.as_secs() as i64,
+                dry_run,
+                &mut std::io::stdout().lock(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "veto: {n} credential(s) unused for {} {}",
+                humantime::format_duration(unused),
+                if dry_run {
+                    "would be revoked"
+                } else {
+                    "revoked"
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -665,6 +803,21 @@ fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     }
 }
 
+/// Logs a machine change. The change itself is done: a change log that
+/// cannot be written is said loudly, not turned into a failed command.
+fn changed(data: &std::path::Path, action: &str, reason: &str, after: serde_json::Value) {
+    let reason = if reason.trim().is_empty() {
+        "no reason given"
+    } else {
+        reason.trim()
+    };
+    if let Err(e) =
+        veto::access_cmd::log_change(data, action, reason, serde_json::Value::Null, after)
+    {
+        eprintln!("veto: warning: the change log could not record {action}: {e}");
+    }
+}
+
 fn machine(cmd: MachineCommand) -> Result<ExitCode> {
     use veto::machine_cmd::{AddArgs, add_cmd, list_cmd, revoke_cmd};
     match cmd {
@@ -674,6 +827,7 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
             env,
             ttl,
             idle_ttl,
+            reason,
             data,
         } => {
             let args = AddArgs {
@@ -689,10 +843,21 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr(),
             )?;
+            changed(
+                &data.data,
+                "machine.add",
+                &reason,
+                serde_json::json!({
+                    "machine": name, "roles": roles, "env": env,
+                    "ttl": ttl.map(|d| humantime::format_duration(d).to_string()),
+                    "idle_ttl": idle_ttl.map(|d| humantime::format_duration(d).to_string()),
+                }),
+            );
         }
         MachineCommand::Rotate {
             name,
             overlap,
+            reason,
             data,
         } => {
             if !veto_identity::db_path(&data.data).exists() {
@@ -707,6 +872,12 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
             eprintln!(
                 "veto: machine `{name}` has a new token (shown only this once); the old one works {until}"
             );
+            changed(
+                &data.data,
+                "machine.rotate",
+                &reason,
+                serde_json::json!({ "machine": name, "old_token_works": until }),
+            );
         }
         MachineCommand::Cert {
             name,
@@ -715,6 +886,14 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
             data,
         } => {
             let issued = veto::machine_cmd::cert_cmd(&data.data, &name, ttl, &out)?;
+            changed(
+                &data.data,
+                "machine.cert",
+                "",
+                serde_json::json!({
+                    "machine": name, "spiffe_id": issued.spiffe_id, "not_after": issued.not_after,
+                }),
+            );
             say!("{}", issued.cert.display());
             eprintln!(
                 "veto: client certificate for `{name}` ({}), valid until {}: {} and key {} (mode 0600). \
@@ -728,8 +907,14 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
                 issued.key.display(),
             );
         }
-        MachineCommand::Revoke { name, data } => {
+        MachineCommand::Revoke { name, reason, data } => {
             revoke_cmd(&data.data, &name)?;
+            changed(
+                &data.data,
+                "machine.revoke",
+                &reason,
+                serde_json::json!({ "machine": name, "revoked": true }),
+            );
             say!("machine `{name}` revoked");
         }
         MachineCommand::List { data, json } => {
@@ -742,6 +927,7 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Machine(cmd) => machine(cmd),
+        Command::Access(cmd) => access(cmd),
         Command::Run(a) => run_proxy(*a),
         Command::Ca(CaCommand::Init { data, trust_domain }) => {
             match veto_ca::Ca::init_for(&data.data, &trust_domain) {

@@ -112,7 +112,7 @@ async fn reload(shared: &Shared, source: &Source, why: &str) {
             if new == old {
                 return;
             }
-            shared.grants.loaded(&active.policy, active.loaded_at);
+            let _ = shared.grants.loaded(&active.policy, active.loaded_at);
             shared.policy.store(Arc::new(active));
             eprintln!("veto: policy reloaded ({why}): {old} -> {new}");
             serde_json::json!({ "trigger": why, "old": old, "new": new, "result": "loaded" })
@@ -316,7 +316,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         }
     });
 
-    let identities = crate::identity_sync::start(shared.clone(), args.data.clone());
+    let identities =
+        crate::identity_sync::start(shared.clone(), args.data.clone(), control.clone())?;
     if args.retention != veto_audit::Retention::default() {
         prune_periodically(shared.clone(), args.retention);
     }

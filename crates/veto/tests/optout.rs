@@ -137,9 +137,19 @@ fn optouts_take_effect_at_once_and_are_logged() {
     // The change log: who, what, when, why, before/after.
     let (code, out, _) = veto_cli(&veto, &["changes", "--json"]);
     assert_eq!(code, 0);
-    let log: Vec<serde_json::Value> = out
+    let all: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The machine registered above is in the log too, by the command line.
+    let added = all.iter().find(|c| c["action"] == "machine.add").unwrap();
+    assert!(
+        added["actor"].as_str().unwrap().starts_with("cli:"),
+        "{added}"
+    );
+    let log: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|c| c["action"].as_str().unwrap().starts_with("optout."))
         .collect();
     let actions: Vec<&str> = log.iter().map(|c| c["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["optout.add", "optout.add", "optout.remove"]);

@@ -148,6 +148,15 @@ impl Veto {
 }
 
 impl Veto {
+    /// SIGTERM, and waits for the clean stop. Returns the data directory
+    /// for a restart.
+    pub fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.signal("TERM");
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.policy.clone())
+    }
+
     /// SIGKILL: no drain, no flush. Returns the data directory for a restart.
     pub fn kill9(mut self) -> (tempfile::TempDir, PathBuf) {
         self.signal("KILL");
