@@ -313,10 +313,19 @@ fn rotation_keeps_the_old_token_for_the_overlap_then_says_rotated() {
         Ok("web"),
         "the old token works during the overlap"
     );
-    match c.check("web", &old, t + 7200) {
-        Err(Refusal::Rotated { at }) => assert!(at >= t + 3600 && at <= t + 3602),
+    let until = match c.check("web", &old, t + 7200) {
+        Err(Refusal::Rotated { at }) => {
+            assert!(at >= t + 3600 && at <= t + 3602);
+            at
+        }
         other => panic!("expected Rotated, got {other:?}"),
-    }
+    };
+    // Both sides of the boundary, on the injected clock.
+    assert_eq!(c.check("web", &old, until - 1), Ok("web"));
+    assert_eq!(
+        c.check("web", &old, until),
+        Err(Refusal::Rotated { at: until })
+    );
     assert_eq!(c.check("web", &new, t + 7200), Ok("web"));
     assert!(
         c.check("web", &old, t + 7200)
