@@ -1,0 +1,492 @@
+//! The shared backend: PostgreSQL, for several `veto server` replicas.
+//! Writes notify `veto_changes` in their transaction (delivered on
+//! commit); each replica listens on a connection of its own and tells its
+//! agents, so a change made through one replica reaches the agents of
+//! every other at once, with no polling.
+
+use super::sqlite::{change, target};
+use super::{
+    Agent, Change, Entry, MIGRATIONS, OptOut, PolicyVersion, StoreError, Target, unix_now,
+};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::{Mutex, broadcast};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+
+pub struct Pg {
+    client: Arc<Mutex<Client>>,
+    pub(super) changed: broadcast::Sender<()>,
+}
+
+/// Any fixed number: replicas starting together migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x7665_746f;
+
+async fn connect(url: &str) -> Result<Client, StoreError> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::error!(error = %e, "PostgreSQL connection lost");
+        }
+    });
+    Ok(client)
+}
+
+/// Listens for `veto_changes` and re-listens after a lost connection
+/// (announcing then too: something may have changed meanwhile).
+fn listen(url: String, changed: broadcast::Sender<()>) {
+    tokio::spawn(async move {
+        loop {
+            match tokio_postgres::connect(&url, NoTls).await {
+                Ok((client, mut conn)) => {
+                    let tx = changed.clone();
+                    let pump = tokio::spawn(async move {
+                        let mut messages =
+                            futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                        while let Some(m) = messages.next().await {
+                            match m {
+                                Ok(AsyncMessage::Notification(_)) => {
+                                    let _ = tx.send(());
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::error!(error = %e, "PostgreSQL LISTEN connection lost");
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    if let Err(e) = client.batch_execute("LISTEN veto_changes").await {
+                        tracing::error!(error = %e, "cannot LISTEN on PostgreSQL");
+                    } else {
+                        let _ = changed.send(());
+                    }
+                    let _ = pump.await;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot reach PostgreSQL to LISTEN"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+}
+
+fn policy_row(r: &Row) -> PolicyVersion {
+    PolicyVersion {
+        version: r.get(0),
+        hash: r.get(1),
+        text: r.get(2),
+        actor: r.get(3),
+        reason: r.get(4),
+        time: r.get(5),
+    }
+}
+
+fn optout_row(r: &Row) -> OptOut {
+    OptOut {
+        id: r.get::<_, i64>(0) as u32,
+        target: target(r.get(1), r.get(2)),
+        reason: r.get(3),
+        created: r.get(4),
+        expires: r.get(5),
+        actor: r.get(6),
+    }
+}
+
+const SELECT_OPTOUT: &str = "SELECT id, kind, value, reason, created, expires, actor FROM optouts";
+const SELECT_POLICY: &str = "SELECT version, hash, text, actor, reason, time FROM policies";
+const LOG: &str = "INSERT INTO changes(time, actor, action, reason, before, after) VALUES ($1, $2, $3, $4, $5, $6)";
+const NOTIFY: &str = "SELECT pg_notify('veto_changes', '')";
+
+impl Pg {
+    pub async fn open(url: &str) -> Result<Pg, StoreError> {
+        let mut client = connect(url).await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
+        )
+        .await?;
+        for (v, sql) in MIGRATIONS {
+            let done = tx
+                .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[v])
+                .await?
+                .is_some();
+            if !done {
+                let sql = sql
+                    .replace("{serial}", "BIGSERIAL PRIMARY KEY")
+                    .replace("{blob}", "BYTEA");
+                tx.batch_execute(&sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations(version, applied) VALUES ($1, $2)",
+                    &[v, &unix_now()],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        let changed = broadcast::channel(64).0;
+        listen(url.to_string(), changed.clone());
+        Ok(Pg {
+            client: Arc::new(Mutex::new(client)),
+            changed,
+        })
+    }
+
+    pub async fn policy(&self, v: Option<i64>) -> Result<Option<PolicyVersion>, StoreError> {
+        let c = self.client.lock().await;
+        let row = match v {
+            Some(v) => {
+                c.query_opt(&format!("{SELECT_POLICY} WHERE version = $1"), &[&v])
+                    .await?
+            }
+            None => {
+                c.query_opt(
+                    &format!("{SELECT_POLICY} ORDER BY version DESC LIMIT 1"),
+                    &[],
+                )
+                .await?
+            }
+        };
+        Ok(row.as_ref().map(policy_row))
+    }
+
+    pub async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        let c = self.client.lock().await;
+        let rows = c
+            .query(
+                "SELECT version, hash, '' AS text, actor, reason, time FROM policies ORDER BY version DESC",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(policy_row).collect())
+    }
+
+    pub async fn policy_push(
+        &self,
+        text: &str,
+        hash: &str,
+        actor: &str,
+        reason: &str,
+        action: &str,
+    ) -> Result<PolicyVersion, StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        // One push at a time, so `before` is the version this one replaces.
+        tx.execute("LOCK TABLE policies IN EXCLUSIVE MODE", &[])
+            .await?;
+        let before = tx
+            .query_opt(
+                "SELECT version, hash FROM policies ORDER BY version DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .map(|r| serde_json::json!({"version": r.get::<_, i64>(0), "hash": r.get::<_, String>(1)}))
+            .unwrap_or(serde_json::Value::Null);
+        let time = unix_now();
+        let version: i64 = tx
+            .query_one(
+                "INSERT INTO policies(hash, text, actor, reason, time) VALUES ($1, $2, $3, $4, $5) RETURNING version",
+                &[&hash, &text, &actor, &reason, &time],
+            )
+            .await?
+            .get(0);
+        let after = serde_json::json!({"version": version, "hash": hash});
+        tx.execute(
+            LOG,
+            &[
+                &time,
+                &actor,
+                &action,
+                &reason,
+                &before.to_string(),
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        tx.execute(NOTIFY, &[]).await?;
+        tx.commit().await?;
+        Ok(PolicyVersion {
+            version,
+            hash: hash.into(),
+            text: text.into(),
+            actor: actor.into(),
+            reason: reason.into(),
+            time,
+        })
+    }
+
+    pub async fn optouts(&self) -> Result<Vec<OptOut>, StoreError> {
+        let c = self.client.lock().await;
+        let rows = c
+            .query(
+                &format!("{SELECT_OPTOUT} WHERE removed IS NULL ORDER BY id"),
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(optout_row).collect())
+    }
+
+    pub async fn optout_add(
+        &self,
+        target: &Target,
+        reason: &str,
+        expires: Option<i64>,
+        actor: &str,
+    ) -> Result<OptOut, StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        let created = unix_now();
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO optouts(kind, value, reason, created, expires, actor) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[&target.kind(), &target.value(), &reason, &created, &expires, &actor],
+            )
+            .await?
+            .get(0);
+        let o = OptOut {
+            id: id as u32,
+            target: target.clone(),
+            reason: reason.into(),
+            created,
+            expires,
+            actor: actor.into(),
+        };
+        let after = serde_json::to_value(&o).unwrap_or_default();
+        tx.execute(
+            LOG,
+            &[
+                &created,
+                &actor,
+                &"optout.add",
+                &reason,
+                &"null",
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        tx.execute(NOTIFY, &[]).await?;
+        tx.commit().await?;
+        Ok(o)
+    }
+
+    pub async fn optout_remove(
+        &self,
+        id: u32,
+        reason: &str,
+        actor: &str,
+    ) -> Result<OptOut, StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!("{SELECT_OPTOUT} WHERE id = $1 AND removed IS NULL FOR UPDATE"),
+                &[&(id as i64)],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("opt-out {id}")))?;
+        let o = optout_row(&row);
+        let now = unix_now();
+        tx.execute(
+            "UPDATE optouts SET removed = $1 WHERE id = $2",
+            &[&now, &(id as i64)],
+        )
+        .await?;
+        let why = if reason.trim().is_empty() {
+            "removed"
+        } else {
+            reason.trim()
+        };
+        let before = serde_json::to_value(&o).unwrap_or_default();
+        tx.execute(
+            LOG,
+            &[
+                &now,
+                &actor,
+                &"optout.remove",
+                &why,
+                &before.to_string(),
+                &"null",
+            ],
+        )
+        .await?;
+        tx.execute(NOTIFY, &[]).await?;
+        tx.commit().await?;
+        Ok(o)
+    }
+
+    pub async fn record(
+        &self,
+        actor: &str,
+        action: &str,
+        reason: &str,
+        before: &serde_json::Value,
+        after: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let c = self.client.lock().await;
+        c.execute(
+            LOG,
+            &[
+                &unix_now(),
+                &actor,
+                &action,
+                &reason,
+                &before.to_string(),
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn changes(&self) -> Result<Vec<Change>, StoreError> {
+        let c = self.client.lock().await;
+        let rows = c
+            .query(
+                "SELECT seq, time, actor, action, reason, before, after FROM changes ORDER BY seq",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                change(
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get::<_, &str>(5),
+                    r.get::<_, &str>(6),
+                )
+            })
+            .collect())
+    }
+
+    pub async fn agent_add(
+        &self,
+        name: &str,
+        env: Option<&str>,
+        hash: &[u8],
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "INSERT INTO agents(name, token_hash, env) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                &[&name, &hash, &env],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!(
+                "agent `{name}` is already enrolled"
+            )));
+        }
+        let after = serde_json::json!({"agent": name, "env": env});
+        tx.execute(
+            LOG,
+            &[
+                &unix_now(),
+                &actor,
+                &"agent.add",
+                &"enrolled",
+                &"null",
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn agent_by_token(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
+        let c = self.client.lock().await;
+        Ok(
+            c.query_opt("SELECT name FROM agents WHERE token_hash = $1", &[&hash])
+                .await?
+                .map(|r| r.get(0)),
+        )
+    }
+
+    pub async fn agent_report(
+        &self,
+        name: &str,
+        version: &str,
+        policy_hash: Option<&str>,
+        spool: i64,
+    ) -> Result<(), StoreError> {
+        let c = self.client.lock().await;
+        c.execute(
+            "UPDATE agents SET version = $2, policy_hash = $3, spool = $4, last_seen = $5 WHERE name = $1",
+            &[&name, &version, &policy_hash, &spool, &unix_now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let c = self.client.lock().await;
+        let rows = c
+            .query(
+                "SELECT name, env, version, policy_hash, spool, last_seen FROM agents ORDER BY name",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Agent {
+                name: r.get(0),
+                env: r.get(1),
+                version: r.get(2),
+                policy_hash: r.get(3),
+                spool: r.get(4),
+                last_seen: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn audit_ingest(&self, agent: &str, entries: &[Entry]) -> Result<i64, StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        let st = tx
+            .prepare(
+                "INSERT INTO audit(agent, seq, kind, body, prev, hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        for e in entries {
+            tx.execute(&st, &[&agent, &e.seq, &e.kind, &e.body, &e.prev, &e.hash])
+                .await?;
+        }
+        let top: Option<i64> = tx
+            .query_one("SELECT max(seq) FROM audit WHERE agent = $1", &[&agent])
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(top.unwrap_or(0))
+    }
+
+    pub async fn audit_entries(
+        &self,
+        agent: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let c = self.client.lock().await;
+        let rows = c
+            .query(
+                "SELECT seq, kind, body, prev, hash FROM audit WHERE agent = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&agent, &after, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Entry {
+                seq: r.get(0),
+                kind: r.get(1),
+                body: r.get(2),
+                prev: r.get(3),
+                hash: r.get(4),
+            })
+            .collect())
+    }
+}

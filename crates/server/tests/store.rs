@@ -1,0 +1,259 @@
+//! The store conformance suite: every scenario runs against SQLite and
+//! against a real PostgreSQL server (a fresh database per scenario).
+//! PostgreSQL is found at `VETO_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); `scripts/test` installs
+//! and starts it when the machine has none. Without it these tests fail:
+//! they never skip silently.
+
+use std::future::Future;
+use std::time::Duration;
+use veto_server::store::{Entry, Target};
+use veto_server::{Location, Store};
+
+fn admin_url() -> String {
+    std::env::var("VETO_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database on the test server, dropped afterwards.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+}
+
+impl PgDb {
+    pub async fn new() -> PgDb {
+        let name = format!(
+            "veto_test_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let admin = admin_url();
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (scripts/test starts one): {e}"));
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').unwrap().0;
+        PgDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (admin_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs `scenario` on a fresh SQLite store and a fresh PostgreSQL store.
+async fn both<F, Fut>(scenario: F)
+where
+    F: Fn(Store, Location) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let loc = Location::Sqlite(dir.path().join("control.db"));
+    scenario(Store::open(&loc).await.unwrap(), loc).await;
+    let db = PgDb::new().await;
+    let loc = Location::Postgres(db.url.clone());
+    scenario(Store::open(&loc).await.unwrap(), loc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_versions_are_kept_and_logged() {
+    both(|s, loc| async move {
+        assert!(s.policy_current().await.unwrap().is_none());
+        let v1 = s
+            .policy_push(
+                "a".into(),
+                "h1".into(),
+                "admin".into(),
+                "first".into(),
+                "policy.push",
+            )
+            .await
+            .unwrap();
+        let v2 = s
+            .policy_push(
+                "b".into(),
+                "h2".into(),
+                "ops".into(),
+                "second".into(),
+                "policy.push",
+            )
+            .await
+            .unwrap();
+        assert!(v2.version > v1.version, "{loc:?}");
+        assert_eq!(s.policy_current().await.unwrap().unwrap().text, "b");
+        assert_eq!(
+            s.policy_version(v1.version).await.unwrap().unwrap().text,
+            "a"
+        );
+        let versions = s.policy_versions().await.unwrap();
+        assert_eq!(
+            versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [v2.version, v1.version]
+        );
+        let log = s.changes().await.unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].action, "policy.push");
+        assert_eq!(log[1].actor, "ops");
+        assert_eq!(log[1].before["hash"], "h1");
+        assert_eq!(log[1].after["hash"], "h2");
+        // Reopening runs no migration twice and keeps everything.
+        drop(s);
+        let s = Store::open(&loc).await.unwrap();
+        assert_eq!(s.policy_current().await.unwrap().unwrap().hash, "h2");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optouts_are_added_removed_and_announced() {
+    both(|s, loc| async move {
+        let mut heard = s.subscribe();
+        let o = s
+            .optout_add(
+                Target::Host("api.segment.io".into()),
+                "incident 42".into(),
+                None,
+                "ops".into(),
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), heard.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{loc:?}: the change was not announced"))
+            .unwrap();
+        assert!(
+            s.optout_add(Target::Machine("m".into()), "  ".into(), None, "ops".into())
+                .await
+                .is_err()
+        );
+        assert_eq!(s.optouts().await.unwrap(), vec![o.clone()]);
+        let removed = s
+            .optout_remove(o.id, "fixed".into(), "ops".into())
+            .await
+            .unwrap();
+        assert_eq!(removed, o);
+        assert!(
+            s.optout_remove(o.id, "".into(), "ops".into())
+                .await
+                .is_err()
+        );
+        assert!(s.optouts().await.unwrap().is_empty());
+        let actions: Vec<String> = s
+            .changes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.action)
+            .collect();
+        assert_eq!(actions, ["optout.add", "optout.remove"], "{loc:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_enroll_report_and_ship_audit_once() {
+    both(|s, loc| async move {
+        let token = s
+            .agent_add("edge-1".into(), Some("prod".into()), "admin".into())
+            .await
+            .unwrap();
+        assert!(token.starts_with("vagent_"));
+        assert!(
+            s.agent_add("edge-1".into(), None, "admin".into())
+                .await
+                .is_err(),
+            "{loc:?}"
+        );
+        assert_eq!(
+            s.agent_by_token(&token).await.unwrap().as_deref(),
+            Some("edge-1")
+        );
+        assert_eq!(s.agent_by_token("vagent_nope").await.unwrap(), None);
+        s.agent_report("edge-1".into(), "0.1.0".into(), Some("sha256:x".into()), 3)
+            .await
+            .unwrap();
+        let a = &s.agents().await.unwrap()[0];
+        assert_eq!(
+            (a.spool, a.policy_hash.as_deref(), a.env.as_deref()),
+            (3, Some("sha256:x"), Some("prod"))
+        );
+
+        let entry = |seq: i64| Entry {
+            seq,
+            kind: 0,
+            body: format!("{{\"n\":{seq}}}"),
+            prev: format!("p{seq}"),
+            hash: format!("h{seq}"),
+        };
+        let batch: Vec<Entry> = (1..=3).map(entry).collect();
+        assert_eq!(
+            s.audit_ingest("edge-1".into(), batch.clone())
+                .await
+                .unwrap(),
+            3
+        );
+        // A retried batch, overlapping the next: every entry once.
+        let again: Vec<Entry> = (2..=5).map(entry).collect();
+        assert_eq!(s.audit_ingest("edge-1".into(), again).await.unwrap(), 5);
+        let stored = s.audit_entries("edge-1".into(), 0, 100).await.unwrap();
+        assert_eq!(stored, (1..=5).map(entry).collect::<Vec<_>>());
+        assert_eq!(
+            s.audit_entries("edge-1".into(), 3, 1).await.unwrap(),
+            vec![entry(4)]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_replica_reaches_the_other() {
+    let db = PgDb::new().await;
+    let loc = Location::Postgres(db.url.clone());
+    let (a, b) = tokio::join!(Store::open(&loc), Store::open(&loc));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut heard = b.subscribe();
+    // The listener announces itself once connected; drain that first.
+    let _ = tokio::time::timeout(Duration::from_secs(2), heard.recv()).await;
+    a.optout_add(
+        Target::Service("analytics".into()),
+        "breach".into(),
+        None,
+        "ops".into(),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), heard.recv())
+        .await
+        .expect("replica B heard replica A's change")
+        .unwrap();
+    assert_eq!(b.optouts().await.unwrap().len(), 1);
+}
