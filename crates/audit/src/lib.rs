@@ -17,7 +17,9 @@ pub use inventory::{Destination, inventory};
 pub use record::{
     Completed, Decided, Event, GENESIS, Kind, Record, chain_hash, format_time, new_id,
 };
-pub use store::{Filter, Sync, db_path, events, head, open_ro, open_rw, query};
+pub use store::{
+    Filter, RawEntry, Sync, db_path, entries_after, events, head, open_ro, open_rw, query,
+};
 pub use verify::{Broken, Intact, verify, verify_with};
 pub use writer::{Pruned, Receipt, Retention, Writer, now};
 

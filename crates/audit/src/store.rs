@@ -96,6 +96,34 @@ pub fn head(conn: &Connection) -> Result<(i64, String), AuditError> {
     Ok(row.unwrap_or((0, GENESIS.to_string())))
 }
 
+/// A raw chain entry, as an agent ships it to its server: enough to
+/// verify the chain there (`chain_hash(prev, kind, body) == hash`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEntry {
+    pub seq: i64,
+    pub kind: i64,
+    pub body: String,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// Entries after `seq`, in order, at most `limit`.
+pub fn entries_after(conn: &Connection, seq: i64, limit: i64) -> Result<Vec<RawEntry>, AuditError> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, kind, body, prev, hash FROM chain WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = st.query_map(rusqlite::params![seq, limit], |r| {
+        Ok(RawEntry {
+            seq: r.get(0)?,
+            kind: r.get(1)?,
+            body: r.get(2)?,
+            prev: r.get(3)?,
+            hash: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// One entry ready to insert.
 pub(crate) struct Row<'a> {
     pub seq: i64,

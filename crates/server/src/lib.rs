@@ -3,6 +3,82 @@
 //! in SQLite or PostgreSQL, and streams policy and opt-outs to agents that
 //! dial out to it (`veto agent`). Agents open no inbound port.
 
+// Handlers return the answer to give as their error: it is what the client
+// hears, and boxing every early answer would only add allocations.
+#![allow(clippy::result_large_err)]
+
+pub mod api;
+pub mod auth;
 pub mod store;
 
 pub use store::{Location, Store, StoreError};
+
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What agents enforce: the current policy and the opt-outs in force, as
+/// the JSON of one `config` event.
+pub async fn config_json(store: &Store) -> Result<String, StoreError> {
+    let policy = store.policy_current().await?;
+    let now = store::unix_now();
+    let optouts: Vec<serde_json::Value> = store
+        .optouts()
+        .await?
+        .into_iter()
+        .filter(|o| o.in_force(now))
+        .map(|o| {
+            serde_json::json!({
+                "rule_id": o.rule_id(),
+                "kind": o.target.kind(),
+                "value": o.target.value(),
+                "reason": o.reason,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "policy": policy.map(|p| serde_json::json!({"version": p.version, "hash": p.hash, "text": p.text})),
+        "optouts": optouts,
+    })
+    .to_string())
+}
+
+/// Serves the API until `shutdown`. The config agents see is recomputed on
+/// every change the store announces (from any replica) and once a second
+/// (opt-outs that expire), and sent only when it differs.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    data: std::path::PathBuf,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let tokens = auth::Tokens::load_or_create(&data)?;
+    let first = config_json(&store).await.map_err(|e| e.to_string())?;
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let app = Arc::new(api::App {
+        store,
+        tokens,
+        config: rx,
+    });
+    let watcher = app.clone();
+    tokio::spawn(async move {
+        let mut heard = watcher.store.subscribe();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = heard.recv() => {}
+                _ = tick.tick() => {}
+            }
+            match config_json(&watcher.store).await {
+                Ok(cfg) if cfg != **tx.borrow() => {
+                    let _ = tx.send(Arc::new(cfg));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read the config for agents"),
+            }
+        }
+    });
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}

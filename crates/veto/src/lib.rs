@@ -3,9 +3,11 @@
 
 pub mod access_cmd;
 pub mod admin_client;
+pub mod agent;
 pub mod audit_cmd;
 pub mod bench;
 pub mod explain;
+pub mod fleet_cmd;
 pub mod grant_sync;
 pub mod identity_sync;
 pub mod machine_cmd;

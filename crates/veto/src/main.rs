@@ -38,6 +38,15 @@ struct Cli {
 enum Command {
     /// The whole system on one machine: the edge proxy and the audit store.
     Run(Box<RunCli>),
+    /// The control plane: policy versions, runtime opt-outs, agents, their
+    /// audit and the change log (SQLite, or PostgreSQL for replicas).
+    Server(Box<veto::fleet_cmd::ServerCli>),
+    /// The edge proxy managed by a `veto server`: it dials out for its
+    /// policy and opt-outs, ships its audit, and opens no admin port.
+    Agent(Box<AgentCli>),
+    /// Agents of a `veto server`: enroll one (its token is printed once), list them.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Work with policy files: check, explain, test, bench.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -165,6 +174,98 @@ enum MachineCommand {
 }
 
 #[derive(clap::Args)]
+struct AgentCli {
+    /// The server to dial out to (http://HOST:PORT).
+    #[arg(long, env = "VETO_SERVER")]
+    server: String,
+    /// This agent's token (from `veto agents add`).
+    #[arg(long, env = "VETO_AGENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The proxy's flags, as for `veto run` (--policy and --admin do not
+    /// apply: the policy comes from the server, and there is no admin port).
+    #[command(flatten)]
+    run: RunCli,
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Enroll an agent; prints its token, once.
+    Add {
+        name: String,
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Agents, what they enforce and their spool; per env, whether they agree.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn fleet(cmd: AgentsCommand) -> Result<ExitCode> {
+    match cmd {
+        AgentsCommand::Add { name, env, remote } => {
+            let r = remote.call(
+                "POST",
+                "/v1/agents",
+                Some(serde_json::json!({"name": name, "env": env})),
+            )?;
+            say!("{}", r["token"].as_str().unwrap_or(""));
+            eprintln!(
+                "veto: agent `{name}` enrolled; the token above is shown only this once. Run: veto agent --server {} --token TOKEN",
+                remote.admin
+            );
+        }
+        AgentsCommand::List { remote, json } => {
+            let r = remote.call("GET", "/v1/agents", None)?;
+            if json {
+                say!("{r}");
+            } else {
+                let rows: Vec<Vec<String>> = r["agents"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| {
+                        let s = |k: &str| a[k].as_str().unwrap_or("-").to_string();
+                        vec![
+                            s("name"),
+                            s("env"),
+                            s("version"),
+                            s("policy_hash"),
+                            a["spool"].to_string(),
+                            a["last_seen"]
+                                .as_i64()
+                                .map_or("never".into(), veto_policy::format_time),
+                        ]
+                    })
+                    .collect();
+                veto::table::write(
+                    &mut std::io::stdout().lock(),
+                    &["NAME", "ENV", "VERSION", "POLICY", "SPOOL", "LAST SEEN"],
+                    &rows,
+                )?;
+                if let Some(envs) = r["envs"].as_object() {
+                    for (env, e) in envs {
+                        if e["consistent"] == false {
+                            eprintln!(
+                                "veto: env {env}: agents enforce different policies: {}",
+                                e["hashes"]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
 struct RunCli {
     /// The policy file (default: ./veto.yaml, else the built-in starter policy).
     #[arg(long)]
@@ -254,7 +355,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}` is not a size like 16MiB"))
 }
 
-fn run_proxy(a: RunCli) -> Result<ExitCode> {
+fn run_proxy(a: RunCli, agent: Option<veto::agent::AgentArgs>) -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
@@ -282,6 +383,7 @@ fn run_proxy(a: RunCli) -> Result<ExitCode> {
         client_ca: a.client_ca,
         client_id_cn: a.client_id == "cn",
         tls_name: a.tls_name,
+        agent,
         sync: if a.audit_sync == "full" {
             veto_audit::Sync::Full
         } else {
@@ -453,7 +555,13 @@ struct DataArg {
 /// Where a running veto's admin API is, and its token.
 #[derive(clap::Args)]
 struct Remote {
-    #[arg(long, default_value = "http://127.0.0.1:9180")]
+    /// veto's admin API (`veto run`), or the control plane (`veto server`).
+    #[arg(
+        long,
+        alias = "server",
+        env = "VETO_SERVER",
+        default_value = "http://127.0.0.1:9180"
+    )]
     admin: String,
     #[command(flatten)]
     data: DataArg,
@@ -666,6 +774,29 @@ enum AuditCommand {
 enum PolicyCommand {
     /// Validate a policy: exit 0 (warnings on stderr) or 1 with `file:line:column: message` lines.
     Check { file: PathBuf },
+    /// Push a policy file to a `veto server` as a new version; its agents
+    /// enforce it at once.
+    Push {
+        file: PathBuf,
+        /// Why (kept in the change log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make an earlier version current again (as a new version).
+    Rollback {
+        version: i64,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The versions a `veto server` holds, newest first.
+    Versions {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Decide one request and print the decision, its reason and the trace of rules as JSON.
     Explain(ExplainArgs),
     /// Run policy test files (a file, or every *.test.yaml below a directory).
@@ -928,7 +1059,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Machine(cmd) => machine(cmd),
         Command::Access(cmd) => access(cmd),
-        Command::Run(a) => run_proxy(*a),
+        Command::Run(a) => run_proxy(*a, None),
+        Command::Agent(a) => {
+            let a = *a;
+            let agent = veto::agent::AgentArgs {
+                server: a.server,
+                token: a.token,
+                name_hint: None,
+            };
+            run_proxy(a.run, Some(agent))
+        }
+        Command::Server(a) => veto::fleet_cmd::server(*a),
+        Command::Agents(cmd) => fleet(cmd),
         Command::Ca(CaCommand::Init { data, trust_domain }) => {
             match veto_ca::Ca::init_for(&data.data, &trust_domain) {
                 Ok(_) => {
@@ -1054,6 +1196,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCommand::Explain(a)) => explain(a),
+        Command::Policy(PolicyCommand::Push {
+            file,
+            reason,
+            remote,
+        }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let v = remote.call(
+                "POST",
+                "/v1/policy",
+                Some(serde_json::json!({"text": text, "reason": reason})),
+            )?;
+            say!(
+                "policy version {} {} pushed",
+                v["version"],
+                v["hash"].as_str().unwrap_or("")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Rollback {
+            version,
+            reason,
+            remote,
+        }) => {
+            let v = remote.call(
+                "POST",
+                "/v1/policy/rollback",
+                Some(serde_json::json!({"version": version, "reason": reason})),
+            )?;
+            say!(
+                "version {version} is current again as version {} {}",
+                v["version"],
+                v["hash"].as_str().unwrap_or("")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Versions { remote }) => {
+            let list = remote.call("GET", "/v1/policy/versions", None)?;
+            let rows: Vec<Vec<String>> = list
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|v| {
+                    vec![
+                        v["version"].to_string(),
+                        v["hash"].as_str().unwrap_or("").to_string(),
+                        v["time"]
+                            .as_i64()
+                            .map_or(String::new(), veto_policy::format_time),
+                        v["actor"].as_str().unwrap_or("").to_string(),
+                        v["reason"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect();
+            veto::table::write(
+                &mut std::io::stdout().lock(),
+                &["VERSION", "HASH", "TIME", "ACTOR", "REASON"],
+                &rows,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policy(PolicyCommand::Test { path }) => {
             if !path.exists() {
                 eprintln!("veto: {}: no such file or directory", path.display());

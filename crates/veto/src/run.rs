@@ -29,6 +29,8 @@ pub struct RunArgs {
     pub client_id_cn: bool,
     /// `--tls-name`: the name in the TLS listener's certificate.
     pub tls_name: Option<String>,
+    /// `veto agent`: managed by a server, no admin port.
+    pub agent: Option<crate::agent::AgentArgs>,
     pub sync: Sync,
     pub retention: veto_audit::Retention,
     pub config: Config,
@@ -38,6 +40,8 @@ pub struct RunArgs {
 enum Source {
     File(PathBuf),
     Starter,
+    /// `veto agent`: the policy comes from the server.
+    Agent,
 }
 
 fn unix_now() -> i64 {
@@ -54,6 +58,7 @@ fn compile(source: &Source, optouts: &[OwnedOptOut]) -> Result<Active, String> {
             p.display().to_string(),
         ),
         Source::Starter => (STARTER.to_string(), "starter".into()),
+        Source::Agent => return Err("an agent's policy comes from its server".into()),
     };
     Active::compile(&text, &name, optouts, unix_now())
 }
@@ -251,40 +256,18 @@ async fn tls_listener(
     Ok(Some((listener, Arc::new(tls))))
 }
 
-pub async fn run(args: RunArgs) -> Result<(), String> {
-    let source = match args.policy.clone() {
-        Some(p) => Source::File(p),
-        None if Path::new("veto.yaml").exists() => Source::File(PathBuf::from("veto.yaml")),
-        None => Source::Starter,
-    };
-    let control = Arc::new(veto_control::Store::open(&args.data).map_err(|e| e.to_string())?);
-    let optouts = optouts_in_force(&control)?;
-    let active = compile(&source, &optouts)?;
-    let hash = active.policy.hash().to_string();
-    let db = veto_audit::db_path(&args.data);
-    let key = veto_audit::signing::load_or_create(&args.data).map_err(|e| e.to_string())?;
-    let writer = Writer::start_signed(&db, args.sync, Some(key)).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let tls = tls_listener(&args).await?;
-    let mut config = args.config;
-    config.listen = local;
-    let (intercept, tls_line) = interceptor(&args.data, args.upstream_ca.as_deref())?;
-    let shared = Shared::new(config, active, writer, local, intercept);
-    shared.optouts.store(Arc::new(optouts));
-    expire_optouts(shared.clone(), control.clone());
-
-    match &source {
-        Source::File(p) => println!("veto: policy {} {hash}", p.display()),
-        Source::Starter => println!(
-            "veto: no policy given and no ./veto.yaml: enforcing the built-in starter policy {hash} (private networks and cloud metadata refused, everything else recorded in report mode)"
-        ),
-    }
-    println!("veto: audit trail {}", db.display());
-    println!("veto: {tls_line}");
-    println!("veto: proxy listening on http://{local} (set HTTP_PROXY and HTTPS_PROXY to it)");
+/// The admin API and dashboard of `veto run`.
+async fn start_admin(
+    args: &RunArgs,
+    shared: Arc<Shared>,
+    control: Arc<veto_control::Store>,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    String,
+> {
     let token = veto_admin::load_or_create(&args.data).map_err(|e| e.to_string())?;
     let viewer = veto_admin::load_or_create_viewer(&args.data).map_err(|e| e.to_string())?;
     let admin_listener = tokio::net::TcpListener::bind(args.admin)
@@ -300,13 +283,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         veto_admin::viewer_token_path(&args.data).display()
     );
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = veto_admin::Admin::new(
-        shared.clone(),
-        control.clone(),
-        args.data.clone(),
-        &token,
-        &viewer,
-    );
+    let admin = veto_admin::Admin::new(shared, control, args.data.clone(), &token, &viewer);
     let admin_task = tokio::spawn(async move {
         let stop = async {
             let _ = admin_stopped.await;
@@ -315,6 +292,77 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             tracing::error!(error = %e, "admin listener failed");
         }
     });
+
+    Ok((stop_admin, admin_task))
+}
+
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    let control = Arc::new(veto_control::Store::open(&args.data).map_err(|e| e.to_string())?);
+    let (source, active, optouts, agent_line) = match &args.agent {
+        Some(a) => {
+            let (active, optouts, line) = crate::agent::initial(&args.data)?;
+            (
+                Source::Agent,
+                active,
+                optouts,
+                format!("agent of {}: {line}", a.server),
+            )
+        }
+        None => {
+            let source = match args.policy.clone() {
+                Some(p) => Source::File(p),
+                None if Path::new("veto.yaml").exists() => Source::File(PathBuf::from("veto.yaml")),
+                None => Source::Starter,
+            };
+            let optouts = optouts_in_force(&control)?;
+            let active = compile(&source, &optouts)?;
+            (source, active, optouts, String::new())
+        }
+    };
+    let hash = active.policy.hash().to_string();
+    let db = veto_audit::db_path(&args.data);
+    let key = veto_audit::signing::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let writer = Writer::start_signed(&db, args.sync, Some(key)).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = tls_listener(&args).await?;
+    let mut config = args.config.clone();
+    config.listen = local;
+    let (intercept, tls_line) = interceptor(&args.data, args.upstream_ca.as_deref())?;
+    let shared = Shared::new(config, active, writer, local, intercept);
+    shared.optouts.store(Arc::new(optouts));
+    if args.agent.is_none() {
+        // An agent's opt-outs come from its server, never from local state.
+        expire_optouts(shared.clone(), control.clone());
+    }
+
+    match &source {
+        Source::File(p) => println!("veto: policy {} {hash}", p.display()),
+        Source::Starter => println!(
+            "veto: no policy given and no ./veto.yaml: enforcing the built-in starter policy {hash} (private networks and cloud metadata refused, everything else recorded in report mode)"
+        ),
+        Source::Agent => println!("veto: {agent_line}"),
+    }
+    println!("veto: audit trail {}", db.display());
+    println!("veto: {tls_line}");
+    println!("veto: proxy listening on http://{local} (set HTTP_PROXY and HTTPS_PROXY to it)");
+    let (stop_admin, admin_task) = match &args.agent {
+        Some(a) => {
+            // Outbound only: no port for management.
+            println!(
+                "veto: agent mode: no admin port; managed by {} (status, audit and config over outbound connections)",
+                a.server
+            );
+            crate::agent::start(shared.clone(), args.data.clone(), a.clone());
+            (None, None)
+        }
+        None => {
+            let (stop, task) = start_admin(&args, shared.clone(), control.clone()).await?;
+            (Some(stop), Some(task))
+        }
+    };
 
     let identities =
         crate::identity_sync::start(shared.clone(), args.data.clone(), control.clone())?;
@@ -371,9 +419,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     veto_proxy::serve(listener, tls, shared, shutdown).await;
     // Uses seen since the last batch: written before veto exits.
     identities.flush().await;
-    let _ = stop_admin.send(());
-    // Live streams never end by themselves; do not wait long for them.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), admin_task).await;
+    if let (Some(stop), Some(task)) = (stop_admin, admin_task) {
+        let _ = stop.send(());
+        // Live streams never end by themselves; do not wait long for them.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+    }
     eprintln!("veto: stopped");
     Ok(())
 }

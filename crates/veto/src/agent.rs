@@ -1,0 +1,393 @@
+//! `veto agent`: the edge proxy, managed by a `veto server` it dials out to.
+//! It opens no port for management. It holds the server's config stream
+//! open (SSE) and applies each policy and opt-out set the moment it
+//! arrives; it keeps the last one on disk, so a restart while the server is
+//! unreachable keeps enforcing it, and an agent that never had one refuses
+//! everything (fails closed). Its audit trail is the local one (the spool);
+//! entries are shipped in batches and marked shipped only once the server
+//! has stored them, so nothing is lost or sent twice across outages.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use veto_proxy::{Active, OwnedOptOut, Shared};
+
+/// What an agent enforces before its server has ever answered: nothing
+/// leaves, and every refusal says why.
+pub const NO_POLICY: &str = "version: 1
+defaults: { decision: deny }
+rules:
+  - id: no-policy-yet
+    effect: deny
+    to: { hosts: [\"*\"], cidrs: [0.0.0.0/0, \"::/0\"] }
+    reason: This agent has not received a policy from its server yet, so it refuses everything.
+";
+
+#[derive(Clone, Debug)]
+pub struct AgentArgs {
+    pub server: String,
+    pub token: String,
+    pub name_hint: Option<String>,
+}
+
+fn cache_path(data: &Path) -> PathBuf {
+    data.join("agent-config.json")
+}
+
+fn shipped_path(data: &Path) -> PathBuf {
+    data.join("agent-shipped")
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A config event: the policy text (if the server has one) and opt-outs.
+fn parse(cfg: &str) -> Result<(Option<String>, Vec<OwnedOptOut>), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(cfg).map_err(|e| format!("the server sent a bad config: {e}"))?;
+    let text = v["policy"]["text"].as_str().map(str::to_string);
+    let optouts = v["optouts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| OwnedOptOut {
+                    rule_id: o["rule_id"].as_str().unwrap_or_default().to_string(),
+                    kind: o["kind"].as_str().unwrap_or_default().to_string(),
+                    value: o["value"].as_str().unwrap_or_default().to_string(),
+                    reason: o["reason"].as_str().unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((text, optouts))
+}
+
+fn compile(cfg: &str) -> Result<(Active, Vec<OwnedOptOut>), String> {
+    let (text, optouts) = parse(cfg)?;
+    let text = text.unwrap_or_else(|| NO_POLICY.to_string());
+    let active = Active::compile(&text, "server policy", &optouts, unix_now())?;
+    Ok((active, optouts))
+}
+
+/// What to enforce at start: the last config the server sent, else the
+/// fail-closed policy. Says which.
+pub fn initial(data: &Path) -> Result<(Active, Vec<OwnedOptOut>, String), String> {
+    match std::fs::read_to_string(cache_path(data)) {
+        Ok(cfg) => {
+            let (active, optouts) = compile(&cfg)?;
+            let hash = active.policy.hash().to_string();
+            Ok((
+                active,
+                optouts,
+                format!(
+                    "enforcing the last policy its server sent, {hash}, until it hears from it"
+                ),
+            ))
+        }
+        Err(_) => {
+            let active = Active::compile(NO_POLICY, "no policy yet", &[], unix_now())?;
+            Ok((
+                active,
+                Vec::new(),
+                "no policy received yet: refusing everything until its server sends one".into(),
+            ))
+        }
+    }
+}
+
+/// Writes a file whole: a temporary file renamed over it.
+fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Starts the agent's three loops: config stream, audit shipping, status.
+pub fn start(shared: Arc<Shared>, data: PathBuf, args: AgentArgs) {
+    let a = Arc::new(args);
+    {
+        let (shared, data, a) = (shared.clone(), data.clone(), a.clone());
+        tokio::spawn(async move { config_loop(shared, data, a).await });
+    }
+    {
+        let (shared, data, a) = (shared.clone(), data.clone(), a.clone());
+        tokio::spawn(async move { ship_loop(shared, data, a).await });
+    }
+    tokio::spawn(async move { status_loop(shared, data, a).await });
+}
+
+/// Applies one config: compiled first (a config that does not compile is
+/// refused and the last one stays), then cached, then swapped in.
+async fn apply(shared: &Shared, data: &Path, cfg: &str) {
+    match compile(cfg) {
+        Ok((active, optouts)) => {
+            let old = shared.policy.load().policy.hash().to_string();
+            let new = active.policy.hash().to_string();
+            if let Err(e) = replace(&cache_path(data), cfg.as_bytes()) {
+                tracing::error!(error = %e, "cannot cache the server's config");
+            }
+            let _ = shared.grants.loaded(&active.policy, active.loaded_at);
+            shared.optouts.store(Arc::new(optouts));
+            shared.policy.store(Arc::new(active));
+            if old != new {
+                eprintln!("veto: agent: policy {old} -> {new} from the server");
+                let (ms, time) = veto_audit::now();
+                let event = veto_audit::Event {
+                    id: veto_audit::new_id(ms),
+                    time,
+                    event: "policy-reload".into(),
+                    detail: serde_json::json!({"trigger": "server", "old": old, "new": new, "result": "loaded"}),
+                };
+                let _ = shared.writer.event(event, ms).await;
+            }
+        }
+        Err(e) => eprintln!(
+            "veto: agent: the server's config was refused; still enforcing the last one: {e}"
+        ),
+    }
+}
+
+async fn connect(
+    server: &str,
+) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), String> {
+    let uri: hyper::Uri = server
+        .parse()
+        .map_err(|e| format!("invalid --server `{server}`: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "--server `{server}`: only http:// servers are supported so far"
+        ));
+    }
+    let host = uri
+        .host()
+        .ok_or("the --server URL has no host")?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot reach the server {server}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok((send, format!("{host}:{port}")))
+}
+
+fn request(
+    method: &str,
+    authority: &str,
+    path: &str,
+    token: &str,
+    body: Bytes,
+) -> Result<hyper::Request<Full<Bytes>>, String> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())
+}
+
+/// Holds the config stream open; reconnects (1 s, then up to 5 s apart)
+/// whenever it drops.
+async fn config_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match stream_config(&shared, &data, &a).await {
+            Ok(()) => wait = Duration::from_millis(200),
+            Err(e) => tracing::warn!(error = %e, "config stream from the server lost"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn stream_config(shared: &Shared, data: &Path, a: &AgentArgs) -> Result<(), String> {
+    let (mut send, authority) = connect(&a.server).await?;
+    let req = request(
+        "GET",
+        &authority,
+        "/v1/agent/config",
+        &a.token,
+        Bytes::new(),
+    )?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(format!(
+            "the server answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        buf.push_str(&String::from_utf8_lossy(chunk));
+        // SSE: events end with a blank line; `data:` lines carry the JSON.
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let mut name = "message";
+            let mut payload = String::new();
+            for line in event.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = if v.trim() == "config" {
+                        "config"
+                    } else {
+                        "other"
+                    };
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !payload.is_empty() {
+                        payload.push('\n');
+                    }
+                    payload.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if name == "config" && !payload.is_empty() {
+                apply(shared, data, &payload).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ships audit entries in batches of up to 500, once a second; an entry
+/// counts as shipped only when the server acknowledged storing it.
+async fn ship_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
+    let _ = &shared;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        loop {
+            match ship_once(&data, &a).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot ship audit entries; they stay spooled");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub fn shipped(data: &Path) -> i64 {
+    std::fs::read_to_string(shipped_path(data))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One batch; `Ok(true)` when there may be more.
+async fn ship_once(data: &Path, a: &AgentArgs) -> Result<bool, String> {
+    let after = shipped(data);
+    let db = veto_audit::db_path(data);
+    let batch = tokio::task::spawn_blocking(move || {
+        let conn = veto_audit::open_ro(&db).map_err(|e| e.to_string())?;
+        veto_audit::entries_after(&conn, after, 500).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if batch.is_empty() {
+        return Ok(false);
+    }
+    let full = batch.len() == 500;
+    let entries: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|e| serde_json::json!({"seq": e.seq, "kind": e.kind, "body": e.body, "prev": e.prev, "hash": e.hash}))
+        .collect();
+    let last = batch.last().map(|e| e.seq).unwrap_or(after);
+    let body = serde_json::json!({ "entries": entries }).to_string();
+    let (mut send, authority) = connect(&a.server).await?;
+    let req = request(
+        "POST",
+        &authority,
+        "/v1/agent/audit",
+        &a.token,
+        Bytes::from(body),
+    )?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "the server answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    let acked = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["acked"].as_i64())
+        .unwrap_or(0);
+    if acked < last {
+        return Err(format!("the server stored up to entry {acked}, not {last}"));
+    }
+    replace(&shipped_path(data), last.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    Ok(full)
+}
+
+/// Reports version, policy hash and spool depth every 2 seconds.
+async fn status_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let db = veto_audit::db_path(&data);
+        let head = tokio::task::spawn_blocking(move || {
+            veto_audit::open_ro(&db)
+                .and_then(|c| veto_audit::head(&c))
+                .map(|(seq, _)| seq)
+                .unwrap_or(0)
+        })
+        .await
+        .unwrap_or(0);
+        let spool = (head - shipped(&data)).max(0);
+        let body = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "policy_hash": shared.policy.load().policy.hash(),
+            "spool": spool,
+        })
+        .to_string();
+        let sent = async {
+            let (mut send, authority) = connect(&a.server).await?;
+            let req = request(
+                "POST",
+                &authority,
+                "/v1/agent/status",
+                &a.token,
+                Bytes::from(body),
+            )?;
+            send.send_request(req)
+                .await
+                .map_err(|e| e.to_string())
+                .map(|_| ())
+        };
+        if let Err(e) = sent.await {
+            tracing::debug!(error = %e, "cannot report status to the server");
+        }
+    }
+}
