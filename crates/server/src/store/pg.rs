@@ -446,17 +446,22 @@ impl Pg {
     }
 
     pub async fn audit_ingest(&self, agent: &str, entries: &[Entry]) -> Result<i64, StoreError> {
+        // One statement per batch (arrays unnested server-side), not one
+        // round trip per entry.
+        let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+        let kinds: Vec<i64> = entries.iter().map(|e| e.kind).collect();
+        let bodies: Vec<&str> = entries.iter().map(|e| e.body.as_str()).collect();
+        let prevs: Vec<&str> = entries.iter().map(|e| e.prev.as_str()).collect();
+        let hashes: Vec<&str> = entries.iter().map(|e| e.hash.as_str()).collect();
         let mut c = self.client.lock().await;
         let tx = c.transaction().await?;
-        let st = tx
-            .prepare(
-                "INSERT INTO audit(agent, seq, kind, body, prev, hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        for e in entries {
-            tx.execute(&st, &[&agent, &e.seq, &e.kind, &e.body, &e.prev, &e.hash])
-                .await?;
-        }
+        tx.execute(
+            "INSERT INTO audit(agent, seq, kind, body, prev, hash)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+             ON CONFLICT DO NOTHING",
+            &[&agent, &seqs, &kinds, &bodies, &prevs, &hashes],
+        )
+        .await?;
         let top: Option<i64> = tx
             .query_one("SELECT max(seq) FROM audit WHERE agent = $1", &[&agent])
             .await?
