@@ -346,6 +346,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         Source::Agent => println!("veto: {agent_line}"),
     }
     println!("veto: audit trail {}", db.display());
+    if cfg!(feature = "unaudited-bench") {
+        println!(
+            "veto: WARNING: this build (feature unaudited-bench) records NO decisions; it exists only to measure what the audit costs"
+        );
+    }
     println!("veto: {tls_line}");
     println!("veto: proxy listening on http://{local} (set HTTP_PROXY and HTTPS_PROXY to it)");
     let (stop_admin, admin_task) = match &args.agent {
