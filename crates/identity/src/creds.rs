@@ -27,6 +27,35 @@ pub struct Credential {
 }
 
 impl Credential {
+    /// A credential as a control plane keeps it: the SHA-256 of the token
+    /// (and of the token before the last rotation, with when it stops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_stored(
+        name: String,
+        roles: Vec<String>,
+        env: Option<String>,
+        created: i64,
+        expires: Option<i64>,
+        idle_ttl: Option<i64>,
+        last_used: Option<i64>,
+        revoked_at: Option<i64>,
+        hash: [u8; 32],
+        old: Option<([u8; 32], i64)>,
+    ) -> Credential {
+        Credential {
+            name,
+            roles,
+            env,
+            created,
+            expires,
+            idle_ttl,
+            last_used,
+            revoked_at,
+            hash,
+            old,
+        }
+    }
+
     /// Revoked, expired or idle at `now`, in that order.
     fn live(&self, now: i64, recent: Option<i64>) -> Result<(), Refusal> {
         if let Some(at) = self.revoked_at {
@@ -148,6 +177,14 @@ impl fmt::Display for Refusal {
 const DUMMY_HASH: [u8; 32] = [0x5a; 32];
 
 impl Credentials {
+    /// A snapshot from credentials held elsewhere (a control plane).
+    pub fn from_machines(machines: Vec<Credential>, version: i64) -> Credentials {
+        Credentials {
+            machines: machines.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            version,
+        }
+    }
+
     /// Checks `machine:token` as presented; `now` in Unix seconds.
     /// `Ok(name)` or `Err(reason for the 407)`.
     pub fn check(&self, machine: &str, token: &str, now: i64) -> Result<&str, Refusal> {

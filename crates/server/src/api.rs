@@ -35,6 +35,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/optouts/{id}", delete(optout_remove))
         .route("/v1/changes", get(changes))
         .route("/v1/agents", get(agents).post(agent_add))
+        .route("/v1/machines", get(machines).post(machine_add))
+        .route("/v1/machines/{name}/rotate", post(machine_rotate))
+        .route("/v1/machines/{name}/revoke", post(machine_revoke))
         .route("/v1/audit", get(audit))
         .route("/v1/agent/config", get(agent_config))
         .route("/v1/agent/audit", post(agent_audit))
@@ -426,6 +429,134 @@ struct Status {
     policy_hash: Option<String>,
     #[serde(default)]
     spool: i64,
+    /// Machines that used their credentials since the last report.
+    #[serde(default)]
+    uses: Vec<MachineUse>,
+}
+
+#[derive(serde::Deserialize)]
+struct MachineUse {
+    machine: String,
+    at: i64,
+}
+
+async fn machines(State(app): Shared, h: HeaderMap) -> Response {
+    need!(app, h, Role::Viewer);
+    match app.store.machines().await {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NewMachine {
+    name: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    env: Option<String>,
+    /// Seconds.
+    ttl: Option<i64>,
+    idle_ttl: Option<i64>,
+    #[serde(default)]
+    reason: String,
+}
+
+fn reason_or(r: &str) -> String {
+    if r.trim().is_empty() {
+        "no reason given".into()
+    } else {
+        r.trim().to_string()
+    }
+}
+
+async fn machine_add(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
+    let who = need!(app, h, Role::Operator);
+    let m: NewMachine = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid machine: {e}")),
+    };
+    if m.ttl.is_some_and(|t| t <= 0) || m.idle_ttl.is_some_and(|t| t <= 0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ttl and idle_ttl are at least one second",
+        );
+    }
+    match app
+        .store
+        .machine_add(
+            m.name.clone(),
+            m.roles,
+            m.env,
+            m.ttl,
+            m.idle_ttl,
+            who.actor(),
+            reason_or(&m.reason),
+        )
+        .await
+    {
+        Ok(token) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({"name": m.name, "token": token})),
+        )
+            .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Rotate {
+    /// Seconds the old token keeps working.
+    #[serde(default)]
+    overlap: i64,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn machine_rotate(
+    State(app): Shared,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = need!(app, h, Role::Operator);
+    let r: Rotate = serde_json::from_slice(&body).unwrap_or_default();
+    match app
+        .store
+        .machine_rotate(
+            name.clone(),
+            r.overlap.max(0),
+            who.actor(),
+            reason_or(&r.reason),
+        )
+        .await
+    {
+        Ok(token) => Json(serde_json::json!({"name": name, "token": token})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Revoke {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn machine_revoke(
+    State(app): Shared,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = need!(app, h, Role::Operator);
+    let r: Revoke = serde_json::from_slice(&body).unwrap_or_default();
+    match app
+        .store
+        .machine_revoke(name.clone(), who.actor(), reason_or(&r.reason))
+        .await
+    {
+        Ok(()) => Json(serde_json::json!({"name": name, "revoked": true})).into_response(),
+        Err(e) => store_error(e),
+    }
 }
 
 async fn agent_status(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -442,6 +573,12 @@ async fn agent_status(State(app): Shared, h: HeaderMap, body: axum::body::Bytes)
             );
         }
     };
+    if !s.uses.is_empty() {
+        let uses = s.uses.into_iter().map(|u| (u.machine, u.at)).collect();
+        if let Err(e) = app.store.machine_uses(uses).await {
+            return store_error(e);
+        }
+    }
     match app
         .store
         .agent_report(agent, s.version, s.policy_hash, s.spool)

@@ -35,9 +35,26 @@ pub async fn config_json(store: &Store) -> Result<String, StoreError> {
             })
         })
         .collect();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    // Credentials as hashes only: an agent checks tokens, never sees one.
+    let machines: Vec<serde_json::Value> = store
+        .machines()
+        .await?
+        .into_iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name, "roles": m.roles, "env": m.env, "created": m.created,
+                "expires": m.expires, "idle_ttl": m.idle_ttl, "last_used": m.last_used,
+                "revoked_at": m.revoked_at, "hash": hex(&m.hash),
+                "old_hash": m.old.as_ref().map(|(h, _)| hex(h)),
+                "old_until": m.old.as_ref().map(|(_, t)| *t),
+            })
+        })
+        .collect();
     Ok(serde_json::json!({
         "policy": policy.map(|p| serde_json::json!({"version": p.version, "hash": p.hash, "text": p.text})),
         "optouts": optouts,
+        "machines": machines,
     })
     .to_string())
 }

@@ -257,3 +257,107 @@ async fn a_change_through_one_replica_reaches_the_other() {
         .unwrap();
     assert_eq!(b.optouts().await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_are_added_rotated_revoked_and_used() {
+    both(|s, loc| async move {
+        let t = s
+            .machine_add(
+                "web".into(),
+                vec!["frontend".into()],
+                Some("prod".into()),
+                Some(3600),
+                None,
+                "ops".into(),
+                "new".into(),
+            )
+            .await
+            .unwrap();
+        assert!(t.starts_with("veto_"), "{loc:?}");
+        assert!(
+            s.machine_add(
+                "web".into(),
+                vec![],
+                None,
+                None,
+                None,
+                "ops".into(),
+                "again".into()
+            )
+            .await
+            .is_err()
+        );
+        assert!(
+            s.machine_add(
+                "anonymous".into(),
+                vec![],
+                None,
+                None,
+                None,
+                "ops".into(),
+                "".into()
+            )
+            .await
+            .is_err()
+        );
+        let m = &s.machines().await.unwrap()[0];
+        assert_eq!(
+            (m.name.as_str(), m.roles.clone(), m.env.as_deref()),
+            ("web", vec!["frontend".to_string()], Some("prod"))
+        );
+        assert_eq!(m.hash.len(), 32);
+        let t2 = s
+            .machine_rotate("web".into(), 60, "ops".into(), "rotation".into())
+            .await
+            .unwrap();
+        assert_ne!(t, t2);
+        let m = &s.machines().await.unwrap()[0];
+        assert!(m.old.is_some());
+        s.machine_uses(vec![("web".into(), 100), ("web".into(), 50)])
+            .await
+            .unwrap();
+        assert_eq!(s.machines().await.unwrap()[0].last_used, Some(100));
+        s.machine_revoke("web".into(), "ops".into(), "gone".into())
+            .await
+            .unwrap();
+        assert!(
+            s.machine_revoke("web".into(), "ops".into(), "".into())
+                .await
+                .is_err()
+        );
+        assert!(s.machines().await.unwrap()[0].revoked_at.is_some());
+        // A revoked name can be registered again.
+        s.machine_add(
+            "web".into(),
+            vec![],
+            None,
+            None,
+            None,
+            "ops".into(),
+            "back".into(),
+        )
+        .await
+        .unwrap();
+        assert!(s.machines().await.unwrap()[0].revoked_at.is_none());
+        let actions: Vec<String> = s
+            .changes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "machine.add",
+                "machine.rotate",
+                "machine.revoke",
+                "machine.add"
+            ]
+        );
+        // The change log never holds a token.
+        let log = serde_json::to_string(&s.changes().await.unwrap()).unwrap();
+        assert!(!log.contains(&t) && !log.contains(&t2));
+    })
+    .await;
+}

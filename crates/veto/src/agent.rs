@@ -110,25 +110,113 @@ fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Machine credentials from the server (hashes only), checked in memory;
+/// uses are noted and reported with the agent's status.
+struct ServerCredentials {
+    creds: veto_identity::Credentials,
+    uses: Arc<Uses>,
+}
+
+type Uses = veto_identity::Uses<String>;
+
+impl veto_proxy::Credentials for ServerCredentials {
+    fn check(&self, machine: &str, token: &str, now: i64) -> Result<(), String> {
+        let recent = self.uses.get(machine);
+        self.creds
+            .check_used(machine, token, now, recent)
+            .map_err(|r| r.to_string())?;
+        self.uses.note(machine, now);
+        Ok(())
+    }
+    fn check_machine(&self, machine: &str, now: i64) -> Result<(), String> {
+        let recent = self.uses.get(machine);
+        self.creds
+            .check_machine(machine, now, recent)
+            .map_err(|r| r.to_string())?;
+        self.uses.note(machine, now);
+        Ok(())
+    }
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let b: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    b.try_into().ok()
+}
+
+/// The machines of a config, if the server sent them.
+fn machines(cfg: &str) -> Option<veto_identity::Credentials> {
+    let v: serde_json::Value = serde_json::from_str(cfg).ok()?;
+    let list = v["machines"].as_array()?;
+    let creds = list
+        .iter()
+        .filter_map(|m| {
+            let hash = unhex(m["hash"].as_str()?)?;
+            let old = m["old_hash"]
+                .as_str()
+                .and_then(unhex)
+                .zip(m["old_until"].as_i64());
+            Some(veto_identity::Credential::from_stored(
+                m["name"].as_str()?.to_string(),
+                m["roles"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                m["env"].as_str().map(str::to_string),
+                m["created"].as_i64().unwrap_or(0),
+                m["expires"].as_i64(),
+                m["idle_ttl"].as_i64(),
+                m["last_used"].as_i64(),
+                m["revoked_at"].as_i64(),
+                hash,
+                old,
+            ))
+        })
+        .collect();
+    Some(veto_identity::Credentials::from_machines(creds, 0))
+}
+
+fn set_credentials(shared: &Shared, cfg: &str, uses: &Arc<Uses>) {
+    if let Some(creds) = machines(cfg) {
+        let boxed: Box<dyn veto_proxy::Credentials> = Box::new(ServerCredentials {
+            creds,
+            uses: uses.clone(),
+        });
+        shared.credentials.store(Arc::new(boxed));
+    }
+}
+
 /// Starts the agent's three loops: config stream, audit shipping, status.
 pub fn start(shared: Arc<Shared>, data: PathBuf, args: AgentArgs) {
     let a = Arc::new(args);
+    let uses: Arc<Uses> = Arc::default();
+    if let Ok(cfg) = std::fs::read_to_string(cache_path(&data)) {
+        set_credentials(&shared, &cfg, &uses);
+    }
     {
         let (shared, data, a) = (shared.clone(), data.clone(), a.clone());
-        tokio::spawn(async move { config_loop(shared, data, a).await });
+        let uses = uses.clone();
+        tokio::spawn(async move { config_loop(shared, data, a, uses).await });
     }
     {
         let (shared, data, a) = (shared.clone(), data.clone(), a.clone());
         tokio::spawn(async move { ship_loop(shared, data, a).await });
     }
-    tokio::spawn(async move { status_loop(shared, data, a).await });
+    tokio::spawn(async move { status_loop(shared, data, a, uses).await });
 }
 
 /// Applies one config: compiled first (a config that does not compile is
 /// refused and the last one stays), then cached, then swapped in.
-async fn apply(shared: &Shared, data: &Path, cfg: &str) {
+async fn apply(shared: &Shared, data: &Path, cfg: &str, uses: &Arc<Uses>) {
     match compile(cfg) {
         Ok((active, optouts)) => {
+            set_credentials(shared, cfg, uses);
             let old = shared.policy.load().policy.hash().to_string();
             let new = active.policy.hash().to_string();
             if let Err(e) = replace(&cache_path(data), cfg.as_bytes()) {
@@ -201,10 +289,10 @@ fn request(
 
 /// Holds the config stream open; reconnects (1 s, then up to 5 s apart)
 /// whenever it drops.
-async fn config_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
+async fn config_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>, uses: Arc<Uses>) {
     let mut wait = Duration::from_millis(200);
     loop {
-        match stream_config(&shared, &data, &a).await {
+        match stream_config(&shared, &data, &a, &uses).await {
             Ok(()) => wait = Duration::from_millis(200),
             Err(e) => tracing::warn!(error = %e, "config stream from the server lost"),
         }
@@ -213,7 +301,12 @@ async fn config_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
     }
 }
 
-async fn stream_config(shared: &Shared, data: &Path, a: &AgentArgs) -> Result<(), String> {
+async fn stream_config(
+    shared: &Shared,
+    data: &Path,
+    a: &AgentArgs,
+    uses: &Arc<Uses>,
+) -> Result<(), String> {
     let (mut send, authority) = connect(&a.server).await?;
     let req = request(
         "GET",
@@ -264,7 +357,7 @@ async fn stream_config(shared: &Shared, data: &Path, a: &AgentArgs) -> Result<()
                 }
             }
             if name == "config" && !payload.is_empty() {
-                apply(shared, data, &payload).await;
+                apply(shared, data, &payload, uses).await;
             }
         }
     }
@@ -352,7 +445,7 @@ async fn ship_once(data: &Path, a: &AgentArgs) -> Result<bool, String> {
 }
 
 /// Reports version, policy hash and spool depth every 2 seconds.
-async fn status_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
+async fn status_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>, uses: Arc<Uses>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
@@ -366,10 +459,16 @@ async fn status_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
         .await
         .unwrap_or(0);
         let spool = (head - shipped(&data)).max(0);
+        let batch = uses.take_unwritten();
+        let reported: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|(m, t)| serde_json::json!({"machine": m, "at": t}))
+            .collect();
         let body = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "policy_hash": shared.policy.load().policy.hash(),
             "spool": spool,
+            "uses": reported,
         })
         .to_string();
         let sent = async {
@@ -381,13 +480,16 @@ async fn status_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>) {
                 &a.token,
                 Bytes::from(body),
             )?;
-            send.send_request(req)
-                .await
-                .map_err(|e| e.to_string())
-                .map(|_| ())
+            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("the server answered {}", resp.status()))
+            }
         };
         if let Err(e) = sent.await {
             tracing::debug!(error = %e, "cannot report status to the server");
+            uses.unwritten(batch);
         }
     }
 }

@@ -124,6 +124,8 @@ enum MachineCommand {
         reason: String,
         #[command(flatten)]
         data: DataArg,
+        #[command(flatten)]
+        via: ServerOpt,
     },
     /// Issue a new token (printed once); the old one keeps working for
     /// --overlap, then is refused with a 407 saying it was rotated.
@@ -137,6 +139,8 @@ enum MachineCommand {
         reason: String,
         #[command(flatten)]
         data: DataArg,
+        #[command(flatten)]
+        via: ServerOpt,
     },
     /// Issue a short-lived client certificate for a registered machine,
     /// signed by veto's CA, with the SPIFFE ID
@@ -162,6 +166,8 @@ enum MachineCommand {
         reason: String,
         #[command(flatten)]
         data: DataArg,
+        #[command(flatten)]
+        via: ServerOpt,
     },
     /// List machines: name, roles, env, created, expires, last used, revoked.
     List {
@@ -170,7 +176,42 @@ enum MachineCommand {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        via: ServerOpt,
     },
+}
+
+/// Machines kept by a `veto server` instead of this machine's --data.
+#[derive(clap::Args)]
+struct ServerOpt {
+    /// Manage the machines of this control plane (`veto server`).
+    #[arg(long, env = "VETO_SERVER")]
+    server: Option<String>,
+    /// Its admin token (default: VETO_ADMIN_TOKEN, else DATA/admin.token).
+    #[arg(long, env = "VETO_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerOpt {
+    fn call(
+        &self,
+        data: &std::path::Path,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>> {
+        let Some(server) = &self.server else {
+            return Ok(None);
+        };
+        let token =
+            veto::admin_client::token(self.token.clone(), data).map_err(anyhow::Error::msg)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(veto::admin_client::call(server, &token, method, path, body))
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(clap::Args)]
@@ -960,7 +1001,19 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
             idle_ttl,
             reason,
             data,
+            via,
         } => {
+            let body = serde_json::json!({
+                "name": name, "roles": roles, "env": env, "reason": reason,
+                "ttl": ttl.map(|d| d.as_secs()), "idle_ttl": idle_ttl.map(|d| d.as_secs()),
+            });
+            if let Some(r) = via.call(&data.data, "POST", "/v1/machines", Some(body))? {
+                say!("{}", r["token"].as_str().unwrap_or(""));
+                eprintln!(
+                    "veto: machine `{name}` added on the server; the token above is shown only this once; every agent accepts it within a second"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let args = AddArgs {
                 name: &name,
                 roles: &roles,
@@ -990,7 +1043,19 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
             overlap,
             reason,
             data,
+            via,
         } => {
+            let body = serde_json::json!({"overlap": overlap.map_or(0, |d| d.as_secs()), "reason": reason});
+            if let Some(r) = via.call(
+                &data.data,
+                "POST",
+                &format!("/v1/machines/{name}/rotate"),
+                Some(body),
+            )? {
+                say!("{}", r["token"].as_str().unwrap_or(""));
+                eprintln!("veto: machine `{name}` has a new token (shown only this once)");
+                return Ok(ExitCode::SUCCESS);
+            }
             if !veto_identity::db_path(&data.data).exists() {
                 return Err(veto_identity::IdentityError::Unknown(name).into());
             }
@@ -1038,7 +1103,25 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
                 issued.key.display(),
             );
         }
-        MachineCommand::Revoke { name, reason, data } => {
+        MachineCommand::Revoke {
+            name,
+            reason,
+            data,
+            via,
+        } => {
+            let body = serde_json::json!({"reason": reason});
+            if via
+                .call(
+                    &data.data,
+                    "POST",
+                    &format!("/v1/machines/{name}/revoke"),
+                    Some(body),
+                )?
+                .is_some()
+            {
+                say!("machine `{name}` revoked on the server");
+                return Ok(ExitCode::SUCCESS);
+            }
             revoke_cmd(&data.data, &name)?;
             changed(
                 &data.data,
@@ -1048,7 +1131,30 @@ fn machine(cmd: MachineCommand) -> Result<ExitCode> {
             );
             say!("machine `{name}` revoked");
         }
-        MachineCommand::List { data, json } => {
+        MachineCommand::List { data, json, via } => {
+            if let Some(list) = via.call(&data.data, "GET", "/v1/machines", None)? {
+                for m in list.as_array().cloned().unwrap_or_default() {
+                    if json {
+                        say!("{m}");
+                    } else {
+                        let t = |k: &str| {
+                            m[k].as_i64()
+                                .map_or("-".to_string(), veto_policy::format_time)
+                        };
+                        say!(
+                            "{}  roles={}  env={}  created={}  expires={}  last_used={}  revoked={}",
+                            m["name"].as_str().unwrap_or(""),
+                            m["roles"],
+                            m["env"].as_str().unwrap_or("-"),
+                            t("created"),
+                            t("expires"),
+                            t("last_used"),
+                            t("revoked_at")
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             list_cmd(&data.data, json, &mut std::io::stdout().lock())?;
         }
     }

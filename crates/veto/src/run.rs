@@ -369,8 +369,12 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         }
     };
 
-    let identities =
-        crate::identity_sync::start(shared.clone(), args.data.clone(), control.clone())?;
+    let identities = crate::identity_sync::start(
+        shared.clone(),
+        args.data.clone(),
+        control.clone(),
+        args.agent.is_none(),
+    )?;
     if args.retention != veto_audit::Retention::default() {
         prune_periodically(shared.clone(), args.retention);
     }

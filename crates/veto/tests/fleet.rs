@@ -281,6 +281,46 @@ fn one_server_two_agents_policy_optouts_audit_and_an_outage() {
         assert!(within(Duration::from_secs(2), || status(a, &url) == 200).is_some());
     }
 
+    // Machines kept by the server: accepted by every agent, revoked everywhere.
+    let (code, tok, err) = cli(
+        addr,
+        &sdata,
+        &[
+            "machine",
+            "add",
+            "billing",
+            "--role",
+            "billing",
+            "--reason",
+            "new service",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let tok = tok.trim().to_string();
+    for a in [&a1, &a2] {
+        let proxy = format!("http://billing:{tok}@{}", a.addr);
+        assert!(within(Duration::from_secs(1), || curl(&proxy, &[&url]).0 == 200).is_some());
+    }
+    // Its use reaches the server with the agents' status.
+    assert!(
+        within(Duration::from_secs(6), || {
+            let (_, out, _) = cli(addr, &sdata, &["machine", "list", "--json"]);
+            out.lines()
+                .any(|l| l.contains("\"billing\"") && !l.contains("\"last_used\":null"))
+        })
+        .is_some()
+    );
+    let (code, _, err) = cli(
+        addr,
+        &sdata,
+        &["machine", "revoke", "billing", "--reason", "decommissioned"],
+    );
+    assert_eq!(code, 0, "{err}");
+    for a in [&a1, &a2] {
+        let proxy = format!("http://billing:{tok}@{}", a.addr);
+        assert!(within(Duration::from_secs(1), || curl(&proxy, &[&url]).0 == 407).is_some());
+    }
+
     // The change log has every change, with who and why.
     let (_, out, _) = cli(addr, &sdata, &["changes", "--json"]);
     let actions: Vec<String> = out
@@ -301,7 +341,9 @@ fn one_server_two_agents_policy_optouts_audit_and_an_outage() {
             "optout.add",
             "optout.remove",
             "policy.push",
-            "policy.rollback"
+            "policy.rollback",
+            "machine.add",
+            "machine.revoke"
         ]
     );
 
@@ -375,7 +417,7 @@ fn the_openapi_document_matches_the_routes() {
     // 405; the API's own 4xx answers carry a reason).
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "999999");
+            let concrete = path.replace("{id}", "999999").replace("{name}", "nobody");
             let out = Command::new("curl")
                 .args([
                     "-s",

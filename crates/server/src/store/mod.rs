@@ -55,6 +55,23 @@ pub struct Agent {
     pub last_seen: Option<i64>,
 }
 
+/// A machine as the control plane keeps it; never its token, only hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Machine {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub env: Option<String>,
+    pub created: i64,
+    pub expires: Option<i64>,
+    pub idle_ttl: Option<i64>,
+    pub last_used: Option<i64>,
+    pub revoked_at: Option<i64>,
+    #[serde(skip)]
+    pub hash: Vec<u8>,
+    #[serde(skip)]
+    pub old: Option<(Vec<u8>, i64)>,
+}
+
 /// One entry of an agent's audit chain, as it holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Entry {
@@ -272,6 +289,80 @@ impl Store {
         dispatch!(self, s => s.agents(), p => p.agents().await)
     }
 
+    /// Registers a machine (a revoked one of that name is replaced) and
+    /// returns its token, shown once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn machine_add(
+        &self,
+        name: String,
+        roles: Vec<String>,
+        env: Option<String>,
+        ttl: Option<i64>,
+        idle_ttl: Option<i64>,
+        actor: String,
+        reason: String,
+    ) -> Result<String, StoreError> {
+        veto_identity::validate_machine_name(&name)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let token =
+            veto_identity::token::generate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let hash = veto_identity::token::hash(&token).to_vec();
+        let now = unix_now();
+        let m = Machine {
+            name,
+            roles,
+            env,
+            created: now,
+            expires: ttl.map(|t| now.saturating_add(t)),
+            idle_ttl,
+            last_used: None,
+            revoked_at: None,
+            hash,
+            old: None,
+        };
+        dispatch!(self, s => s.machine_add(&m, &actor, &reason), p => p.machine_add(&m, &actor, &reason).await)?;
+        Ok(token)
+    }
+
+    /// A new token; the old one works for `overlap` seconds more.
+    pub async fn machine_rotate(
+        &self,
+        name: String,
+        overlap: i64,
+        actor: String,
+        reason: String,
+    ) -> Result<String, StoreError> {
+        let token =
+            veto_identity::token::generate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let hash = veto_identity::token::hash(&token).to_vec();
+        let until = unix_now().saturating_add(overlap);
+        dispatch!(self,
+            s => s.machine_rotate(&name, &hash, until, &actor, &reason),
+            p => p.machine_rotate(&name, &hash, until, &actor, &reason).await)?;
+        Ok(token)
+    }
+
+    pub async fn machine_revoke(
+        &self,
+        name: String,
+        actor: String,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        dispatch!(self,
+            s => s.machine_revoke(&name, &actor, &reason),
+            p => p.machine_revoke(&name, &actor, &reason).await)
+    }
+
+    /// Every machine (the live or latest registration of each name).
+    pub async fn machines(&self) -> Result<Vec<Machine>, StoreError> {
+        dispatch!(self, s => s.machines(), p => p.machines().await)
+    }
+
+    /// Uses agents saw; never moves a last use back, announces nothing.
+    pub async fn machine_uses(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.machine_uses(&uses), p => p.machine_uses(&uses).await)
+    }
+
     /// Stores audit entries an agent shipped; entries it already has are
     /// ignored (a retried batch arrives once). Returns the agent's highest
     /// stored seq.
@@ -297,9 +388,10 @@ impl Store {
 /// The migrations, in order; each runs once, recorded in
 /// `schema_migrations`. The SQL is written for both backends (types each
 /// accepts: INTEGER/BIGINT, TEXT, BLOB/BYTEA via `{blob}`).
-pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE policies (
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE policies (
         version {serial},
         hash    TEXT NOT NULL,
         text    TEXT NOT NULL,
@@ -345,4 +437,21 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(
         hash  TEXT NOT NULL,
         PRIMARY KEY (agent, seq)
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE machines (
+        name       TEXT PRIMARY KEY,
+        token_hash {blob} NOT NULL,
+        roles      TEXT NOT NULL,
+        env        TEXT,
+        created    BIGINT NOT NULL,
+        expires    BIGINT,
+        idle_ttl   BIGINT,
+        last_used  BIGINT,
+        revoked_at BIGINT,
+        old_hash   {blob},
+        old_until  BIGINT
+    );",
+    ),
+];

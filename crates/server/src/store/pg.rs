@@ -6,7 +6,7 @@
 
 use super::sqlite::{change, target};
 use super::{
-    Agent, Change, Entry, MIGRATIONS, OptOut, PolicyVersion, StoreError, Target, unix_now,
+    Agent, Change, Entry, MIGRATIONS, Machine, OptOut, PolicyVersion, StoreError, Target, unix_now,
 };
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -493,5 +493,185 @@ impl Pg {
                 hash: r.get(4),
             })
             .collect())
+    }
+
+    pub async fn machine_add(
+        &self,
+        m: &Machine,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        let live = tx
+            .query_opt(
+                "SELECT 1 FROM machines WHERE name = $1 AND revoked_at IS NULL FOR UPDATE",
+                &[&m.name],
+            )
+            .await?
+            .is_some();
+        if live {
+            return Err(StoreError::Invalid(format!(
+                "machine `{}` already exists; revoke it first to register it again",
+                m.name
+            )));
+        }
+        tx.execute("DELETE FROM machines WHERE name = $1", &[&m.name])
+            .await?;
+        tx.execute(
+            "INSERT INTO machines(name, token_hash, roles, env, created, expires, idle_ttl)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &m.name,
+                &m.hash,
+                &m.roles.join(","),
+                &m.env,
+                &m.created,
+                &m.expires,
+                &m.idle_ttl,
+            ],
+        )
+        .await?;
+        let after = serde_json::to_value(m).unwrap_or_default();
+        tx.execute(
+            LOG,
+            &[
+                &m.created,
+                &actor,
+                &"machine.add",
+                &reason,
+                &"null",
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        tx.execute(NOTIFY, &[]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn machine_rotate(
+        &self,
+        name: &str,
+        hash: &[u8],
+        until: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE machines SET old_hash = token_hash, old_until = $3, token_hash = $2
+                 WHERE name = $1 AND revoked_at IS NULL",
+                &[&name, &hash, &until],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("live machine `{name}`")));
+        }
+        let after = serde_json::json!({"machine": name, "old_token_until": until});
+        tx.execute(
+            LOG,
+            &[
+                &unix_now(),
+                &actor,
+                &"machine.rotate",
+                &reason,
+                &"null",
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        tx.execute(NOTIFY, &[]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn machine_revoke(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client.lock().await;
+        let tx = c.transaction().await?;
+        let now = unix_now();
+        let n = tx
+            .execute(
+                "UPDATE machines SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
+                &[&name, &now],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("live machine `{name}`")));
+        }
+        let before = serde_json::json!({"machine": name, "revoked": false});
+        let after = serde_json::json!({"machine": name, "revoked": true});
+        tx.execute(
+            LOG,
+            &[
+                &now,
+                &actor,
+                &"machine.revoke",
+                &reason,
+                &before.to_string(),
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        tx.execute(NOTIFY, &[]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn machines(&self) -> Result<Vec<Machine>, StoreError> {
+        let c = self.client.lock().await;
+        let rows = c
+            .query(
+                "SELECT name, roles, env, created, expires, idle_ttl, last_used, revoked_at, token_hash, old_hash, old_until
+                 FROM machines ORDER BY name",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let old_hash: Option<Vec<u8>> = r.get(9);
+                let old_until: Option<i64> = r.get(10);
+                Machine {
+                    name: r.get(0),
+                    roles: r
+                        .get::<_, &str>(1)
+                        .split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    env: r.get(2),
+                    created: r.get(3),
+                    expires: r.get(4),
+                    idle_ttl: r.get(5),
+                    last_used: r.get(6),
+                    revoked_at: r.get(7),
+                    hash: r.get(8),
+                    old: old_hash.zip(old_until),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn machine_uses(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let names: Vec<&str> = uses.iter().map(|(n, _)| n.as_str()).collect();
+        let ats: Vec<i64> = uses.iter().map(|(_, t)| *t).collect();
+        let c = self.client.lock().await;
+        c.execute(
+            "UPDATE machines m SET last_used = greatest(coalesce(m.last_used, 0), u.at)
+             FROM (SELECT name, max(at) AS at FROM UNNEST($1::text[], $2::bigint[]) AS x(name, at)
+                   GROUP BY name) u
+             WHERE m.name = u.name",
+            &[&names, &ats],
+        )
+        .await?;
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! behind a mutex (writes are people and agents' batches, not requests).
 
 use super::{
-    Agent, Change, Entry, MIGRATIONS, OptOut, PolicyVersion, StoreError, Target, unix_now,
+    Agent, Change, Entry, MIGRATIONS, Machine, OptOut, PolicyVersion, StoreError, Target, unix_now,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -439,5 +439,136 @@ impl Sqlite {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn machine_add(&self, m: &Machine, actor: &str, reason: &str) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let live: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM machines WHERE name = ?1 AND revoked_at IS NULL)",
+            [&m.name],
+            |r| r.get(0),
+        )?;
+        if live {
+            return Err(StoreError::Invalid(format!(
+                "machine `{}` already exists; revoke it first to register it again",
+                m.name
+            )));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO machines(name, token_hash, roles, env, created, expires, idle_ttl)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![m.name, m.hash, m.roles.join(","), m.env, m.created, m.expires, m.idle_ttl],
+        )?;
+        let after = serde_json::to_value(m).unwrap_or_default();
+        log(
+            &tx,
+            actor,
+            "machine.add",
+            reason,
+            &serde_json::Value::Null,
+            &after,
+        )?;
+        tx.commit()?;
+        drop(c);
+        self.announce();
+        Ok(())
+    }
+
+    pub fn machine_rotate(
+        &self,
+        name: &str,
+        hash: &[u8],
+        until: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE machines SET old_hash = token_hash, old_until = ?3, token_hash = ?2
+             WHERE name = ?1 AND revoked_at IS NULL",
+            params![name, hash, until],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("live machine `{name}`")));
+        }
+        let after = serde_json::json!({"machine": name, "old_token_until": until});
+        log(
+            &tx,
+            actor,
+            "machine.rotate",
+            reason,
+            &serde_json::Value::Null,
+            &after,
+        )?;
+        tx.commit()?;
+        drop(c);
+        self.announce();
+        Ok(())
+    }
+
+    pub fn machine_revoke(&self, name: &str, actor: &str, reason: &str) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE machines SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+            params![name, unix_now()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("live machine `{name}`")));
+        }
+        let before = serde_json::json!({"machine": name, "revoked": false});
+        let after = serde_json::json!({"machine": name, "revoked": true});
+        log(&tx, actor, "machine.revoke", reason, &before, &after)?;
+        tx.commit()?;
+        drop(c);
+        self.announce();
+        Ok(())
+    }
+
+    pub fn machines(&self) -> Result<Vec<Machine>, StoreError> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT name, roles, env, created, expires, idle_ttl, last_used, revoked_at, token_hash, old_hash, old_until
+             FROM machines ORDER BY name",
+        )?;
+        let rows = st.query_map([], |r| {
+            let old_hash: Option<Vec<u8>> = r.get(9)?;
+            let old_until: Option<i64> = r.get(10)?;
+            Ok(Machine {
+                name: r.get(0)?,
+                roles: r
+                    .get::<_, String>(1)?
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                env: r.get(2)?,
+                created: r.get(3)?,
+                expires: r.get(4)?,
+                idle_ttl: r.get(5)?,
+                last_used: r.get(6)?,
+                revoked_at: r.get(7)?,
+                hash: r.get(8)?,
+                old: old_hash.zip(old_until),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn machine_uses(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE machines SET last_used = max(coalesce(last_used, 0), ?2) WHERE name = ?1",
+            )?;
+            for (name, at) in uses {
+                st.execute(params![name, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
