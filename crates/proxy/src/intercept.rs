@@ -192,8 +192,22 @@ async fn inner(up: &Upstream, req: Request<Incoming>) -> Response<Body> {
     let o = &up.opened;
     let mut ctx = Ctx::new();
     ctx.machine.clone_from(&o.machine);
+    // The tunnel's identity was checked when it opened; revocation, expiry
+    // and idle limits apply to each request inside as well.
+    let revoked = (o.machine != "anonymous")
+        .then(|| {
+            o.shared
+                .credentials
+                .load()
+                .check_machine(&o.machine, ctx.now_secs())
+                .err()
+        })
+        .flatten();
     let result = match crate::http::precheck(&o.shared, &req) {
         Some(refusal) => Err(refusal),
+        None if revoked.is_some() => Err(answer::bad_credentials(
+            revoked.as_deref().unwrap_or_default(),
+        )),
         None => match other_host(&o.host, &req) {
             Some(named) => refuse_other_host(o, &ctx, &req, &named).await,
             None => {

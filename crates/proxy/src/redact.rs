@@ -68,12 +68,17 @@ pub fn head(
             continue;
         }
         let masked = veto_detect::redact(value.as_bytes(), hits, det);
-        if let Ok(v) = http::HeaderValue::from_bytes(&masked) {
-            *value = v;
-        }
+        // A value that cannot hold the label is emptied, never sent as is.
+        *value = http::HeaderValue::from_bytes(&masked)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("[REDACTED]"));
     }
     let mut hits = findings.in_part(Part::Url).filter(chosen).peekable();
     hits.peek()?;
     let masked = veto_detect::redact_url(target.as_bytes(), hits, det);
-    String::from_utf8(masked).ok()
+    // The label is percent-encoded ASCII; should that ever fail, the path
+    // alone goes, without the query that held the value.
+    Some(
+        String::from_utf8(masked)
+            .unwrap_or_else(|_| target.split('?').next().unwrap_or("/").to_string()),
+    )
 }

@@ -42,6 +42,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/agent/config", get(agent_config))
         .route("/v1/agent/audit", post(agent_audit))
         .route("/v1/agent/status", post(agent_status))
+        // Agents cap their audit batches at 1 MiB; leave room for JSON.
+        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(app)
 }
 
@@ -67,6 +69,7 @@ fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
         StoreError::NotFound(what) => error(StatusCode::NOT_FOUND, format!("no {what}")),
+        StoreError::Conflict(why) => error(StatusCode::CONFLICT, why),
         other => {
             tracing::error!(error = %other, "control store failed");
             error(StatusCode::SERVICE_UNAVAILABLE, other)
@@ -519,7 +522,19 @@ async fn machine_rotate(
     body: axum::body::Bytes,
 ) -> Response {
     let who = need!(app, h, Role::Operator);
-    let r: Rotate = serde_json::from_slice(&body).unwrap_or_default();
+    let r: Rotate = if body.is_empty() {
+        Rotate::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected {{overlap, reason}}: {e}"),
+                );
+            }
+        }
+    };
     match app
         .store
         .machine_rotate(
@@ -548,7 +563,14 @@ async fn machine_revoke(
     body: axum::body::Bytes,
 ) -> Response {
     let who = need!(app, h, Role::Operator);
-    let r: Revoke = serde_json::from_slice(&body).unwrap_or_default();
+    let r: Revoke = if body.is_empty() {
+        Revoke::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{reason}}: {e}")),
+        }
+    };
     match app
         .store
         .machine_revoke(name.clone(), who.actor(), reason_or(&r.reason))
@@ -574,7 +596,14 @@ async fn agent_status(State(app): Shared, h: HeaderMap, body: axum::body::Bytes)
         }
     };
     if !s.uses.is_empty() {
-        let uses = s.uses.into_iter().map(|u| (u.machine, u.at)).collect();
+        // An agent reports what it saw; a time in the future is clamped
+        // to now, so no agent can keep a machine alive ahead of time.
+        let now = crate::store::unix_now();
+        let uses = s
+            .uses
+            .into_iter()
+            .map(|u| (u.machine, u.at.min(now)))
+            .collect();
         if let Err(e) = app.store.machine_uses(uses).await {
             return store_error(e);
         }

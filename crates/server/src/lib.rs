@@ -29,6 +29,7 @@ pub async fn config_json(store: &Store) -> Result<String, StoreError> {
         .map(|o| {
             serde_json::json!({
                 "rule_id": o.rule_id(),
+                "expires": o.expires,
                 "kind": o.target.kind(),
                 "value": o.target.value(),
                 "reason": o.reason,
@@ -37,6 +38,9 @@ pub async fn config_json(store: &Store) -> Result<String, StoreError> {
         .collect();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     // Credentials as hashes only: an agent checks tokens, never sees one.
+    // Last use stays out: it changes with every report, and the config is
+    // resent only when it changes (each agent counts idle time from its
+    // own uses: stricter, never looser).
     let machines: Vec<serde_json::Value> = store
         .machines()
         .await?
@@ -44,7 +48,7 @@ pub async fn config_json(store: &Store) -> Result<String, StoreError> {
         .map(|m| {
             serde_json::json!({
                 "name": m.name, "roles": m.roles, "env": m.env, "created": m.created,
-                "expires": m.expires, "idle_ttl": m.idle_ttl, "last_used": m.last_used,
+                "expires": m.expires, "idle_ttl": m.idle_ttl,
                 "revoked_at": m.revoked_at, "hash": hex(&m.hash),
                 "old_hash": m.old.as_ref().map(|(h, _)| hex(h)),
                 "old_until": m.old.as_ref().map(|(_, t)| *t),

@@ -230,6 +230,30 @@ async fn agents_enroll_report_and_ship_audit_once() {
             s.audit_entries("edge-1".into(), 3, 1).await.unwrap(),
             vec![entry(4)]
         );
+        // A different entry under a stored seq (a reset trail), or a gap,
+        // is refused, never acknowledged.
+        let mut forged = entry(3);
+        forged.hash = "other".into();
+        let err = s
+            .audit_ingest("edge-1".into(), vec![forged])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("differs"), "{loc:?}: {err}");
+        let err = s
+            .audit_ingest("edge-1".into(), vec![entry(9)])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("6 to 8 are missing"),
+            "{loc:?}: {err}"
+        );
+        assert_eq!(
+            s.audit_entries("edge-1".into(), 0, 100)
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
     })
     .await;
 }

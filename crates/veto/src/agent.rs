@@ -53,10 +53,13 @@ fn parse(cfg: &str) -> Result<(Option<String>, Vec<OwnedOptOut>), String> {
     let v: serde_json::Value =
         serde_json::from_str(cfg).map_err(|e| format!("the server sent a bad config: {e}"))?;
     let text = v["policy"]["text"].as_str().map(str::to_string);
+    let now = unix_now();
     let optouts = v["optouts"]
         .as_array()
         .map(|a| {
             a.iter()
+                // Expired opt-outs leave force here too, connected or not.
+                .filter(|o| o["expires"].as_i64().is_none_or(|e| now < e))
                 .map(|o| OwnedOptOut {
                     rule_id: o["rule_id"].as_str().unwrap_or_default().to_string(),
                     kind: o["kind"].as_str().unwrap_or_default().to_string(),
@@ -208,7 +211,33 @@ pub fn start(shared: Arc<Shared>, data: PathBuf, args: AgentArgs) {
         let (shared, data, a) = (shared.clone(), data.clone(), a.clone());
         tokio::spawn(async move { ship_loop(shared, data, a).await });
     }
+    {
+        let (shared, data) = (shared.clone(), data.clone());
+        tokio::spawn(async move { expiry_loop(shared, data).await });
+    }
     tokio::spawn(async move { status_loop(shared, data, a, uses).await });
+}
+
+/// Opt-outs that expire leave force on time even when the server cannot
+/// be reached: the last config is re-read once a second.
+async fn expiry_loop(shared: Arc<Shared>, data: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let path = cache_path(&data);
+        let Ok(Ok(cfg)) = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await
+        else {
+            continue;
+        };
+        let Ok((_, optouts)) = parse(&cfg) else {
+            continue;
+        };
+        if **shared.optouts.load() != optouts
+            && let Err(e) = shared.set_optouts(optouts)
+        {
+            tracing::error!(error = %e, "cannot apply opt-outs");
+        }
+    }
 }
 
 /// Applies one config: compiled first (a config that does not compile is
@@ -330,16 +359,28 @@ async fn stream_config(
         ));
     }
     let mut body = resp.into_body();
-    let mut buf = String::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
+    // Raw bytes until an event is whole (a character may be split across
+    // chunks); the search resumes where it stopped.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut scanned = 0;
+    loop {
+        // The server sends a keep-alive every 15 s: silence for 45 s is a
+        // dead connection (half-open), so reconnect rather than wait forever.
+        let frame = match tokio::time::timeout(Duration::from_secs(45), body.frame()).await {
+            Err(_) => return Err("nothing from the server for 45 s; reconnecting".into()),
+            Ok(None) => break,
+            Ok(Some(f)) => f.map_err(|e| e.to_string())?,
+        };
         let Some(chunk) = frame.data_ref() else {
             continue;
         };
-        buf.push_str(&String::from_utf8_lossy(chunk));
+        buf.extend_from_slice(chunk);
         // SSE: events end with a blank line; `data:` lines carry the JSON.
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
+        while let Some(pos) = buf[scanned..].windows(2).position(|w| w == b"\n\n") {
+            let end = scanned + pos + 2;
+            let event = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            scanned = 0;
             let mut name = "message";
             let mut payload = String::new();
             for line in event.lines() {
@@ -360,6 +401,7 @@ async fn stream_config(
                 apply(shared, data, &payload, uses).await;
             }
         }
+        scanned = buf.len().saturating_sub(1);
     }
     Ok(())
 }
@@ -404,12 +446,18 @@ async fn ship_once(data: &Path, a: &AgentArgs) -> Result<bool, String> {
     if batch.is_empty() {
         return Ok(false);
     }
-    let full = batch.len() == 500;
-    let entries: Vec<serde_json::Value> = batch
-        .iter()
-        .map(|e| serde_json::json!({"seq": e.seq, "kind": e.kind, "body": e.body, "prev": e.prev, "hash": e.hash}))
-        .collect();
-    let last = batch.last().map(|e| e.seq).unwrap_or(after);
+    // At most 1 MiB of entries per batch (and at least one).
+    let mut size = 0;
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    for e in &batch {
+        size += e.body.len() + e.prev.len() + e.hash.len() + 64;
+        if !entries.is_empty() && size > 1024 * 1024 {
+            break;
+        }
+        entries.push(serde_json::json!({"seq": e.seq, "kind": e.kind, "body": e.body, "prev": e.prev, "hash": e.hash}));
+    }
+    let full = entries.len() < batch.len() || batch.len() == 500;
+    let last = batch.get(entries.len() - 1).map(|e| e.seq).unwrap_or(after);
     let body = serde_json::json!({ "entries": entries }).to_string();
     let (mut send, authority) = connect(&a.server).await?;
     let req = request(

@@ -376,7 +376,13 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         args.agent.is_none(),
     )?;
     if args.retention != veto_audit::Retention::default() {
-        prune_periodically(shared.clone(), args.retention);
+        if args.agent.is_some() {
+            // An agent's trail is its spool: pruning could remove entries
+            // its server has not stored yet. The server keeps the trail.
+            eprintln!("veto: --retain is ignored by an agent: its server keeps the audit trail");
+        } else {
+            prune_periodically(shared.clone(), args.retention);
+        }
     }
 
     // Reload on SIGHUP and when the file changes.

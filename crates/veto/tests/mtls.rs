@@ -108,7 +108,7 @@ fn machines_prove_who_they_are_with_certificates() {
     // Revoked: refused on the next request, even on a connection kept
     // alive across the change (curl reuses it for the second URL after the
     // first, slow one; the revocation lands while the first is in flight).
-    let slow = http_upstream(Duration::from_millis(1500));
+    let slow = http_upstream(Duration::from_millis(3000));
     let first = format!("http://{slow}/slow");
     let handle = {
         let (veto_tls, ca) = (veto.tls.unwrap(), data.join("ca.pem"));

@@ -25,6 +25,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// What was sent disagrees with what is stored.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the store's worker failed: {0}")]
     Join(String),
 }
@@ -364,8 +367,10 @@ impl Store {
     }
 
     /// Stores audit entries an agent shipped; entries it already has are
-    /// ignored (a retried batch arrives once). Returns the agent's highest
-    /// stored seq.
+    /// ignored (a retried batch arrives once), but an entry that differs
+    /// from the stored one of the same seq, or a batch that would leave a
+    /// gap, is refused (`Conflict`): an agent whose trail was reset must be
+    /// enrolled anew. Returns the agent's highest stored seq.
     pub async fn audit_ingest(
         &self,
         agent: String,
@@ -382,6 +387,30 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Entry>, StoreError> {
         dispatch!(self, s => s.audit_entries(&agent, after, limit), p => p.audit_entries(&agent, after, limit).await)
+    }
+}
+
+/// A batch must start at most one past what is stored.
+pub(crate) fn no_gap(stored_max: Option<i64>, entries: &[Entry]) -> Result<(), StoreError> {
+    let next = stored_max.unwrap_or(0) + 1;
+    match entries.iter().map(|e| e.seq).min() {
+        Some(first) if first > next => Err(StoreError::Conflict(format!(
+            "entries {next} to {} are missing before this batch",
+            first - 1
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// An entry sent again must be the one stored.
+pub(crate) fn same(e: &Entry, stored_hash: &str) -> Result<(), StoreError> {
+    if e.hash == stored_hash {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "entry {} differs from the one stored for this agent (was its audit trail reset? enroll it anew)",
+            e.seq
+        )))
     }
 }
 

@@ -455,6 +455,14 @@ impl Pg {
         let hashes: Vec<&str> = entries.iter().map(|e| e.hash.as_str()).collect();
         let mut c = self.client.lock().await;
         let tx = c.transaction().await?;
+        // One ingest per agent at a time: the gap check stays true.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&agent])
+            .await?;
+        let before: Option<i64> = tx
+            .query_one("SELECT max(seq) FROM audit WHERE agent = $1", &[&agent])
+            .await?
+            .get(0);
+        super::no_gap(before, entries)?;
         tx.execute(
             "INSERT INTO audit(agent, seq, kind, body, prev, hash)
              SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])
@@ -462,6 +470,17 @@ impl Pg {
             &[&agent, &seqs, &kinds, &bodies, &prevs, &hashes],
         )
         .await?;
+        let stored = tx
+            .query(
+                "SELECT seq, hash FROM audit WHERE agent = $1 AND seq = ANY($2)",
+                &[&agent, &seqs],
+            )
+            .await?;
+        let stored: std::collections::HashMap<i64, String> =
+            stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+        for e in entries {
+            super::same(e, stored.get(&e.seq).map_or("", String::as_str))?;
+        }
         let top: Option<i64> = tx
             .query_one("SELECT max(seq) FROM audit WHERE agent = $1", &[&agent])
             .await?
@@ -668,7 +687,7 @@ impl Pg {
             "UPDATE machines m SET last_used = greatest(coalesce(m.last_used, 0), u.at)
              FROM (SELECT name, max(at) AS at FROM UNNEST($1::text[], $2::bigint[]) AS x(name, at)
                    GROUP BY name) u
-             WHERE m.name = u.name",
+             WHERE m.name = u.name AND m.revoked_at IS NULL",
             &[&names, &ats],
         )
         .await?;

@@ -402,12 +402,26 @@ impl Sqlite {
     pub fn audit_ingest(&self, agent: &str, entries: &[Entry]) -> Result<i64, StoreError> {
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let before: Option<i64> = tx.query_row(
+            "SELECT max(seq) FROM audit WHERE agent = ?1",
+            [agent],
+            |r| r.get(0),
+        )?;
+        super::no_gap(before, entries)?;
         {
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO audit(agent, seq, kind, body, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for e in entries {
                 st.execute(params![agent, e.seq, e.kind, e.body, e.prev, e.hash])?;
+            }
+        }
+        {
+            let mut st =
+                tx.prepare_cached("SELECT hash FROM audit WHERE agent = ?1 AND seq = ?2")?;
+            for e in entries {
+                let stored: String = st.query_row(params![agent, e.seq], |r| r.get(0))?;
+                super::same(e, &stored)?;
             }
         }
         let top: Option<i64> = tx.query_row(
@@ -562,7 +576,8 @@ impl Sqlite {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut st = tx.prepare_cached(
-                "UPDATE machines SET last_used = max(coalesce(last_used, 0), ?2) WHERE name = ?1",
+                "UPDATE machines SET last_used = max(coalesce(last_used, 0), ?2)
+                 WHERE name = ?1 AND revoked_at IS NULL",
             )?;
             for (name, at) in uses {
                 st.execute(params![name, at])?;
