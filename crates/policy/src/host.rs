@@ -106,6 +106,32 @@ pub fn normalize_host(input: &str) -> Result<Host, HostError> {
     }
 }
 
+/// A name `normalize_host` returns as it is: lower-case ASCII letters,
+/// digits, `-` and `.`, no empty label, no trailing dot, no punycode label
+/// to check, and a last label that cannot make it an IPv4 form.
+fn is_normal_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+        return false;
+    };
+    if first == b'.' || last == b'.' {
+        return false;
+    }
+    let mut prev = b'.';
+    for &c in b {
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            || (c == b'.' && prev == b'.')
+        {
+            return false;
+        }
+        prev = c;
+    }
+    let last_label = s.rsplit('.').next().unwrap_or(s);
+    !last_label.starts_with(|c: char| c.is_ascii_digit())
+        && !s.starts_with("xn--")
+        && !s.contains(".xn--")
+}
+
 /// A host pattern of the policy language.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HostPattern {
@@ -122,6 +148,21 @@ impl HostPattern {
     pub fn parse(input: &str) -> Result<HostPattern, String> {
         if input == "*" {
             return Ok(HostPattern::AnyName);
+        }
+        // Fast path: a name (or `*.` and a name) that is already normal,
+        // which is what the checks below and `normalize_host` accept
+        // unchanged.
+        let (suffix, rest) = match input.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, input),
+        };
+        if is_normal_name(rest) {
+            let name: Box<str> = rest.into();
+            return Ok(if suffix {
+                HostPattern::Suffix(name)
+            } else {
+                HostPattern::Exact(name)
+            });
         }
         if input.contains("://") {
             return Err(format!(
@@ -143,10 +184,6 @@ impl HostPattern {
                 "host pattern `{input}` has a port; ports go in `ports`"
             ));
         }
-        let (suffix, rest) = match input.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, input),
-        };
         if rest.contains('*') {
             return Err(format!(
                 "host pattern `{input}`: `*` is allowed only alone or as a whole first label (`*.example.com`)"
@@ -265,5 +302,51 @@ mod tests {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parent_suffixes("a.b.c").collect::<Vec<_>>(), ["b.c", "c"]);
+    }
+
+    /// `HostPattern::parse` as it was before its fast path.
+    fn parse_without_fast_path(input: &str) -> Result<HostPattern, String> {
+        if input == "*" {
+            return Ok(HostPattern::AnyName);
+        }
+        if input.contains("://") || input.contains('/') {
+            return Err("scheme or path".into());
+        }
+        if input.contains('[') || input.parse::<IpAddr>().is_ok() {
+            return Err("ip".into());
+        }
+        if input.contains(':') {
+            return Err("port".into());
+        }
+        let (suffix, rest) = match input.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, input),
+        };
+        if rest.contains('*') {
+            return Err("star".into());
+        }
+        match normalize_host(rest) {
+            Ok(Host::Name(n)) if suffix => Ok(HostPattern::Suffix(n)),
+            Ok(Host::Name(n)) => Ok(HostPattern::Exact(n)),
+            _ => Err("invalid".into()),
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        /// The fast path accepts exactly what the full path accepts, as it
+        /// would.
+        #[test]
+        fn fast_path_agrees(input in "(\\*\\.)?[a-zA-Z0-9.*:/-]{0,6}(xn--)?[a-z0-9.-]{0,12}") {
+            let fast = HostPattern::parse(&input);
+            let slow = parse_without_fast_path(&input);
+            prop_assert_eq!(fast.is_ok(), slow.is_ok(), "{}", input);
+            if let (Ok(f), Ok(s)) = (fast, slow) {
+                prop_assert_eq!(f, s);
+            }
+        }
     }
 }

@@ -267,7 +267,6 @@ impl Index {
     pub(crate) fn decide(
         &self,
         doc: &Document,
-        ids: &[Box<str>],
         req: &Request<'_>,
         grants: &dyn Grants,
     ) -> Decision {
@@ -276,7 +275,7 @@ impl Index {
         let machine_mode = principal.and_then(|p| p.mode);
         let mut cx = Cx {
             ix: self,
-            ids,
+            doc_rules: &doc.rules,
             req,
             grants,
             who,
@@ -315,7 +314,7 @@ impl Index {
 
 struct Cx<'a, 'r> {
     ix: &'a Index,
-    ids: &'a [Box<str>],
+    doc_rules: &'a [crate::model::Rule],
     req: &'a Request<'r>,
     grants: &'a dyn Grants,
     who: Option<u32>,
@@ -402,7 +401,7 @@ impl Cx<'_, '_> {
         }
         let mode = rule_mode(rule.mode, self.machine_mode, self.default_mode);
         if let Some(idle) = rule.expire {
-            let id = &self.ids[ri as usize];
+            let id = &self.doc_rules[ri as usize].id;
             let last = self.grants.last_used(id, req.machine);
             let since = last
                 .or_else(|| self.grants.first_loaded(id))

@@ -40,13 +40,13 @@ pub use path::{PathGlob, normalize_path};
 pub use reference::{Miss, Step};
 
 use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 
 /// A loaded and compiled policy, ready to decide.
 #[derive(Debug)]
 pub struct Policy {
     doc: Document,
     index: index::Index,
-    ids: Vec<Box<str>>,
     hash: String,
     warnings: Vec<Diagnostic>,
 }
@@ -141,7 +141,7 @@ impl Policy {
         let mut hash = String::with_capacity(71);
         hash.push_str("sha256:");
         for b in digest.iter() {
-            hash.push_str(&format!("{b:02x}"));
+            let _ = write!(hash, "{b:02x}");
         }
         let warnings = warn::warnings(&doc);
         let mut skipped = Vec::new();
@@ -158,7 +158,6 @@ impl Policy {
         }
         let policy = Policy {
             index: index::Index::build(&doc),
-            ids: doc.rules.iter().map(|r| r.id.as_str().into()).collect(),
             doc,
             hash,
             warnings,
@@ -183,7 +182,7 @@ impl Policy {
     /// Decides a request through the compiled index. The hot path: it does
     /// not allocate.
     pub fn decide(&self, req: &Request<'_>, grants: &dyn Grants) -> Decision {
-        self.index.decide(&self.doc, &self.ids, req, grants)
+        self.index.decide(&self.doc, req, grants)
     }
 
     /// Decides a request by trying every rule, and returns what each rule
@@ -196,7 +195,7 @@ impl Policy {
     /// `private-network`.
     pub fn rule_id(&self, by: By) -> &str {
         match by {
-            By::Rule(i) | By::Unseen(i) => &self.ids[i as usize],
+            By::Rule(i) | By::Unseen(i) => &self.doc.rules[i as usize].id,
             By::Default => "default",
             By::PrivateNetwork(..) => "private-network",
         }
@@ -227,7 +226,7 @@ impl Policy {
         if let (Effect::Deny, Some(would)) = (d.effect(), d.would()) {
             let mut s = self.outcome_reason(&d.applied, req);
             let by = match d.shadow.by {
-                By::Rule(i) => format!("rule `{}` (report mode)", self.ids[i as usize]),
+                By::Rule(i) => format!("rule `{}` (report mode)", self.doc.rules[i as usize].id),
                 other => format!("`{}`", self.rule_id(other)),
             };
             s.push_str(&format!(

@@ -118,8 +118,9 @@ impl Loader {
 
     /// A list of scalars; a lone scalar is read as a list of one. Empty lists
     /// are refused: absent means "everything", and an empty list reading as
-    /// "nothing" would be a silent trap.
-    pub(crate) fn list<'a>(&mut self, n: &'a Node<'_>, what: &str) -> Option<Vec<(&'a str, Pos)>> {
+    /// "nothing" would be a silent trap. Every item is checked before the
+    /// list is returned, so iterating it yields only single values.
+    pub(crate) fn list<'a, 'n>(&mut self, n: &'a Node<'n>, what: &str) -> Option<List<'a, 'n>> {
         match &n.value {
             Value::Seq(items) if items.is_empty() => {
                 self.err(
@@ -129,25 +130,24 @@ impl Loader {
                 None
             }
             Value::Seq(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for it in items {
-                    match it.as_str() {
-                        Some(s) if !it.is_null() => out.push((s, it.pos)),
-                        _ => {
-                            self.err(
-                                it.pos,
-                                format!(
-                                    "items of `{what}` must be single values, found {}",
-                                    it.kind()
-                                ),
-                            );
-                            return None;
-                        }
-                    }
+                if let Some(it) = items
+                    .iter()
+                    .find(|it| it.as_str().is_none() || it.is_null())
+                {
+                    self.err(
+                        it.pos,
+                        format!(
+                            "items of `{what}` must be single values, found {}",
+                            it.kind()
+                        ),
+                    );
+                    return None;
                 }
-                Some(out)
+                Some(List { items })
             }
-            Value::Scalar { text, .. } if !n.is_null() => Some(vec![(text.as_ref(), n.pos)]),
+            Value::Scalar { .. } if !n.is_null() => Some(List {
+                items: std::slice::from_ref(n),
+            }),
             _ => {
                 self.err(
                     n.pos,
@@ -528,6 +528,30 @@ impl Loader {
         out.sort_unstable();
         out.dedup();
         Some(out)
+    }
+}
+
+/// A checked list of single values (see [`Loader::list`]): its items with
+/// their positions, without copying them out of the tree.
+#[derive(Clone, Copy)]
+pub(crate) struct List<'a, 'n> {
+    items: &'a [Node<'n>],
+}
+
+impl List<'_, '_> {
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+impl<'a, 'n> IntoIterator for List<'a, 'n> {
+    type Item = (&'a str, Pos);
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, Node<'n>>, fn(&'a Node<'n>) -> (&'a str, Pos)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items
+            .iter()
+            .map(|n| (n.as_str().unwrap_or_default(), n.pos))
     }
 }
 

@@ -20,10 +20,13 @@ const RULE_FIELDS: &[&str] = &[
     "expire_if_unused",
 ];
 
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// Service names and tags, for lookups that do not scan every service.
 struct Names<'a> {
-    services: std::collections::HashMap<&'a str, usize>,
-    tags: std::collections::HashSet<&'a str>,
+    services: Map<&'a str, usize>,
+    tags: Set<&'a str>,
 }
 
 pub(crate) fn rules(l: &mut Loader, n: &Node<'_>, doc: &Document) -> Vec<Rule> {
@@ -49,17 +52,19 @@ pub(crate) fn rules(l: &mut Loader, n: &Node<'_>, doc: &Document) -> Vec<Rule> {
         }
     };
     let mut out: Vec<Rule> = Vec::with_capacity(items.len());
-    let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    // Ids borrowed from the tree, which outlives this loop.
+    let mut seen: Map<&str, u32> = Map::default();
+    seen.reserve(items.len());
     for item in items {
-        if let Some(rule) = rule(l, item, doc, &names) {
-            if let Some(&line) = seen.get(&rule.id) {
+        if let Some((rule, id)) = rule(l, item, doc, &names) {
+            if let Some(&line) = seen.get(id) {
                 l.err(
                     rule.pos,
                     format!("duplicate rule id `{}` (first at line {line})", rule.id),
                 );
                 continue;
             }
-            seen.insert(rule.id.clone(), rule.pos.line);
+            seen.insert(id, rule.pos.line);
             out.push(rule);
         }
     }
@@ -75,7 +80,13 @@ pub(crate) fn valid_rule_id(s: &str) -> bool {
         })
 }
 
-fn rule(l: &mut Loader, n: &Node<'_>, doc: &Document, names: &Names<'_>) -> Option<Rule> {
+/// A rule, and its id as the tree holds it.
+fn rule<'a>(
+    l: &mut Loader,
+    n: &'a Node<'_>,
+    doc: &Document,
+    names: &Names<'_>,
+) -> Option<(Rule, &'a str)> {
     let entries = l.map(n, "rule")?;
     let f = l.fields(entries, "a rule", RULE_FIELDS);
     let errors_before = l.errors.len();
@@ -94,7 +105,7 @@ fn rule(l: &mut Loader, n: &Node<'_>, doc: &Document, names: &Names<'_>) -> Opti
                 l.err(v.pos, format!("rule id `{id}` is reserved"));
                 None
             } else {
-                Some(id.to_string())
+                Some(id)
             }
         }),
     };
@@ -203,8 +214,9 @@ fn rule(l: &mut Loader, n: &Node<'_>, doc: &Document, names: &Names<'_>) -> Opti
     if l.errors.len() > errors_before {
         return None;
     }
-    Some(Rule {
-        id: id?,
+    let id = id?;
+    let rule = Rule {
+        id: id.to_string(),
         effect: effect?,
         reason,
         from,
@@ -216,7 +228,8 @@ fn rule(l: &mut Loader, n: &Node<'_>, doc: &Document, names: &Names<'_>) -> Opti
         mode,
         expire_if_unused: expire.map(|(d, _)| d),
         pos,
-    })
+    };
+    Some((rule, id))
 }
 
 fn from(l: &mut Loader, n: &Node<'_>) -> Option<From> {

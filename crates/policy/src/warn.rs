@@ -3,7 +3,9 @@
 
 use crate::load::Diagnostic;
 use crate::model::{Document, Effect, From, Intercept, Protocol, Rule, To};
-use std::collections::{HashMap, HashSet};
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Most earlier rules checked as the one shadowing a rule: the check is
 /// advice, and must not make compiling a large policy quadratic.
@@ -44,11 +46,13 @@ pub(crate) fn warnings(doc: &Document) -> Vec<Diagnostic> {
     // Earlier rules that match every destination, by destination key, and
     // those with cidrs.
     let mut open: Vec<usize> = Vec::new();
-    let mut by_key: HashMap<Key<'_>, Vec<usize>> = HashMap::new();
+    let mut by_key: HashMap<Key<'_>, Vec<usize>> = HashMap::default();
     let mut with_cidrs: Vec<usize> = Vec::new();
+    let mut candidates: Vec<usize> = Vec::new();
     for (i, rule) in doc.rules.iter().enumerate() {
         blanket_tunnel_refusal(doc, rule, &mut out);
-        let mut candidates: Vec<usize> = open.clone();
+        candidates.clear();
+        candidates.extend_from_slice(&open);
         if let Some(to) = rule.to.as_ref().filter(|t| !t.any_destination()) {
             match first_key(to) {
                 Some(k) => candidates.extend(by_key.get(&k).into_iter().flatten()),

@@ -8,6 +8,8 @@
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use std::borrow::Cow;
 
+mod fast;
+
 /// A position in the source: 1-based line and column, as editors show them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
@@ -79,7 +81,18 @@ fn pos_of(m: &saphyr_parser::Marker) -> Pos {
 }
 
 /// Parses one YAML document. An empty stream yields `None`.
+///
+/// Most policies are in the subset [`fast`] reads straight from the bytes;
+/// everything else (and every error) goes through saphyr-parser.
 pub fn parse(text: &str) -> Result<Option<Node<'_>>, YamlError> {
+    match fast::parse(text) {
+        Some(root) => Ok(Some(root)),
+        None => parse_events(text),
+    }
+}
+
+/// The general path: saphyr-parser's events, built into a tree.
+fn parse_events(text: &str) -> Result<Option<Node<'_>>, YamlError> {
     let mut b = Builder {
         stack: Vec::new(),
         anchors: Vec::new(),
@@ -283,4 +296,161 @@ mod tests {
         assert!(parse("").unwrap().is_none());
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
     }
+
+    /// The fast path either gives up or builds the tree saphyr builds.
+    fn same_as_saphyr(text: &str) -> bool {
+        let Some(fast) = fast::parse(text) else {
+            return false;
+        };
+        match parse_events(text) {
+            Ok(Some(slow)) => assert_eq!(
+                format!("{fast:?}"),
+                format!("{slow:?}"),
+                "fast and saphyr trees differ on {text:?}"
+            ),
+            other => panic!("fast path accepted {text:?}, saphyr: {other:?}"),
+        }
+        true
+    }
+
+    fn yaml_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                yaml_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_saphyr_on_the_fixtures() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = Vec::new();
+        for d in ["tests", "examples"] {
+            yaml_files(&root.join(d), &mut files);
+        }
+        assert!(files.len() > 20, "fixtures not found under {root:?}");
+        let mut fast = 0;
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            if same_as_saphyr(&text) {
+                fast += 1;
+            }
+            // Every prefix cut at a line end, too: truncated structures.
+            for (i, _) in text.match_indices('\n') {
+                same_as_saphyr(&text[..i]);
+                same_as_saphyr(&text[..=i]);
+            }
+        }
+        // Most policies are in the subset; the rest must still agree.
+        assert!(fast * 2 > files.len(), "{fast} of {} fast", files.len());
+    }
+
+    #[test]
+    fn fast_path_cases() {
+        for ok in [
+            "a: 1\n",
+            "a: 1",
+            "  a: 1\n  b: x y  # c\n",
+            "a:\n  b: [1, x]\n",
+            "a:\n- x\n- y\nb: z\n",
+            "a:\n  - id: x\n    e: [a, 'b', \"c\"]\n  -   id: y\n",
+            "a: { b: [ ], c: {}, d: [x,y] }\n",
+            "# c\n\na: 1 # c\n\n# d\n",
+            "a: http://x:80/#y\n",
+            "a: [ x , y ]\n",
+            "'a': \"b c\"\n",
+            "- a\n- [b]\n-\n  c: d\n",
+            "a: ~\nb: null\n",
+            "a:\n  # c\n  b: 1\n",
+            "a:\n- # c\n  b: 1\n",
+            "a:\n-\n  b: 1\n",
+        ] {
+            assert!(same_as_saphyr(ok), "{ok:?} should take the fast path");
+        }
+        for slow in [
+            "",
+            "a:\n",
+            "a: 1\na: 2\n",
+            "a: b\n  c\n",
+            "a: &x 1\nb: *x\n",
+            "a: |\n  x\n",
+            "---\na: 1\n",
+            "a: 'it''s'\n",
+            "a: 'x''\n",
+            "a: \"x\\ny\"\n",
+            "a: [x,\n  y]\n",
+            "a:\tb\n",
+            "a: 1\r\n",
+            "a: b: c\n",
+            "a: [x, ]\n",
+            "a: {x}\n",
+            "a: {x: }\n",
+            "x\n",
+            "[a]\n",
+            "a: caf\u{e9}\n",
+            "a: 1\n  b: 2\n",
+            "- - a\n",
+            "a : 1\n",
+            "a: x\n# c\n  y\n",
+        ] {
+            assert!(!same_as_saphyr(slow), "{slow:?} should be left to saphyr");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    const PIECES: &[&str] = &[
+        "a", "b", "id", "x y", "1", "~", "null", "http://h", "a#b", ":", ": ", " ", "  ", "\n",
+        "\n  ", "\n    ", "- ", "-", "[", "]", "{", "}", ",", ", ", "'q'", "''", "'", "\"d\"",
+        "\"", "#c", " #c", "*a", "&a", "!t", "?", "|", ">", "---", "...", "%", "\\", "\t", "\r",
+        "e\u{301}", ".", "/", "a:b",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fast_path_matches_saphyr_on_token_soup(ix in proptest::collection::vec(0..PIECES.len(), 0..40)) {
+            let text: String = ix.iter().map(|&i| PIECES[i]).collect();
+            same_as_saphyr(&text);
+        }
+
+        #[test]
+        fn fast_path_matches_saphyr_on_mutations(at in 0usize..POLICY.len(), len in 0usize..12, with in "[ -~\\n]{0,8}") {
+            let end = (at + len).min(POLICY.len());
+            let text = format!("{}{}{}", &POLICY[..at], with, &POLICY[end..]);
+            same_as_saphyr(&text);
+        }
+    }
+
+    const POLICY: &str = r#"version: 1
+defaults: { decision: deny, mode: enforce }
+machines:
+  web: { roles: [frontend, api], env: prod }
+  m2: {roles: [x]}
+services:
+  stripe:
+    hosts: [api.stripe.com, "*.stripe.net"]
+    ports: [443]
+    tags: [pay]
+rules:
+  - id: a
+    effect: allow
+    from: { roles: [frontend] }
+    to: { services: [stripe], hosts: ["*.x.com"], cidrs: [10.0.0.0/8] }
+    methods: [GET]
+    paths: ["/v1/**"]
+  # a comment
+  - id: b
+    effect: deny
+    reason: no  # why
+    data:
+      - email
+"#;
 }
