@@ -28,8 +28,10 @@ use tokio_rustls::server::TlsStream;
 pub enum Peer {
     /// A plain connection, or TLS without a client certificate.
     None,
-    /// A good certificate naming this machine.
-    Machine(Arc<str>),
+    /// A good certificate naming this machine, and its `notBefore` (Unix
+    /// seconds): a certificate issued before the machine's current
+    /// registration (revoked, then added again) is refused.
+    Machine(Arc<str>, i64),
     /// A certificate that was presented and refused, and why.
     Refused(Arc<str>),
 }
@@ -94,7 +96,7 @@ impl ClientTls {
         let peer = match tls.get_ref().1.peer_certificates() {
             None | Some([]) => Peer::None,
             Some([end, rest @ ..]) => match self.identify(end, rest) {
-                Ok(machine) => Peer::Machine(machine.into()),
+                Ok((machine, not_before)) => Peer::Machine(machine.into(), not_before),
                 Err(why) => Peer::Refused(why.into()),
             },
         };
@@ -105,7 +107,7 @@ impl ClientTls {
         &self,
         end: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-    ) -> Result<String, String> {
+    ) -> Result<(String, i64), String> {
         if let Err(e) = self
             .strict
             .verify_client_cert(end, intermediates, UnixTime::now())
@@ -137,14 +139,24 @@ fn refusal(e: &rustls::Error) -> String {
     }
 }
 
-/// The machine a good certificate names.
+/// The machine a good certificate names, and the certificate's
+/// `notBefore` (Unix seconds).
 pub fn machine_of(
     cert: &CertificateDer<'_>,
     trust_domain: &str,
     id_from: IdFrom,
-) -> Result<String, String> {
+) -> Result<(String, i64), String> {
     let (_, x) = x509_parser::parse_x509_certificate(cert)
         .map_err(|e| format!("The client certificate cannot be read: {e}."))?;
+    let not_before = x.validity().not_before.timestamp();
+    name_of(&x, trust_domain, id_from).map(|n| (n, not_before))
+}
+
+fn name_of(
+    x: &x509_parser::certificate::X509Certificate<'_>,
+    trust_domain: &str,
+    id_from: IdFrom,
+) -> Result<String, String> {
     match id_from {
         IdFrom::CommonName => x
             .subject()

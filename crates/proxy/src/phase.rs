@@ -52,13 +52,23 @@ pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(
     let by_cert = match &ctx.peer {
         crate::mtls::Peer::None => None,
         crate::mtls::Peer::Refused(why) => return Err(bad(why)),
-        crate::mtls::Peer::Machine(m) => Some(m.clone()),
+        crate::mtls::Peer::Machine(m, not_before) => Some((m.clone(), *not_before)),
     };
     let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) else {
-        if let Some(machine) = by_cert {
-            shared
-                .credentials
-                .load()
+        if let Some((machine, not_before)) = by_cert {
+            let creds = shared.credentials.load();
+            // Our certificates start an hour early for clock skew: one issued
+            // before the machine's current registration is from an earlier
+            // one (revoked, then added again) and is refused.
+            if let Some(created) = creds.registered_at(&machine)
+                && not_before.saturating_add(3600) < created
+            {
+                return Err(bad(&format!(
+                    "The client certificate was issued before machine `{machine}` was registered again ({}); issue a new one.",
+                    veto_policy::format_time(created)
+                )));
+            }
+            creds
                 .check_machine(&machine, ctx.now_secs())
                 .map_err(|why| bad(&why))?;
             ctx.machine = machine.to_string();

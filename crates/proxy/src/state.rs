@@ -84,6 +84,10 @@ pub trait Credentials: Send + Sync {
     /// A machine proven by a client certificate: still registered, not
     /// revoked, expired or idle.
     fn check_machine(&self, machine: &str, now: Timestamp) -> Result<(), String>;
+    /// When the machine's current registration was made, if it is known.
+    fn registered_at(&self, _machine: &str) -> Option<Timestamp> {
+        None
+    }
 }
 
 /// Until machines are registered, every presented credential is unknown.

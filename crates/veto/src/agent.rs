@@ -131,6 +131,9 @@ impl veto_proxy::Credentials for ServerCredentials {
         self.uses.note(machine, now);
         Ok(())
     }
+    fn registered_at(&self, machine: &str) -> Option<i64> {
+        self.creds.get(machine).map(|c| c.created)
+    }
     fn check_machine(&self, machine: &str, now: i64) -> Result<(), String> {
         let recent = self.uses.get(machine);
         self.creds

@@ -35,6 +35,9 @@ impl veto_proxy::Credentials for StoreCredentials {
         Ok(())
     }
 
+    fn registered_at(&self, machine: &str) -> Option<i64> {
+        self.creds.get(machine).map(|c| c.created)
+    }
     fn check_machine(&self, machine: &str, now: i64) -> Result<(), String> {
         let recent = self.uses.get(machine);
         self.creds

@@ -148,6 +148,22 @@ fn machines_prove_who_they_are_with_certificates() {
     let (codes, body, _) = curl_tls(&veto, Some((&cert, &key)), &url);
     assert_eq!(codes, [407], "{body}");
     assert!(body.contains("revoked"), "{body}");
+
+    // Registered again: the old certificate stays refused; a new one works.
+    let (code, _, err) = veto_cli(&data, &["machine", "add", "billing"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(common::eventually(|| {
+        let (codes, body, _) = curl_tls(&veto, Some((&cert, &key)), &url);
+        codes == [407] && body.contains("registered again")
+    }));
+    let (code, _, err) = veto_cli(&data, &["machine", "cert", "billing", "--out", &outp]);
+    assert_eq!(code, 0, "{err}");
+    assert!(common::eventually(|| curl_tls(
+        &veto,
+        Some((&cert, &key)),
+        &url
+    )
+    .0 == [200]));
 }
 
 #[test]
