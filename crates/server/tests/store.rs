@@ -385,3 +385,35 @@ async fn machines_are_added_rotated_revoked_and_used() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_are_made_again_after_a_restart() {
+    let db = PgDb::new().await;
+    let s = Store::open(&Location::Postgres(db.url.clone()))
+        .await
+        .unwrap();
+    s.policy_push(
+        "a".into(),
+        "h".into(),
+        "ops".into(),
+        "r".into(),
+        "policy.push",
+    )
+    .await
+    .unwrap();
+    // What a database restart or failover does to open connections.
+    let (admin, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.policy_current().await.unwrap().unwrap().hash, "h");
+}

@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
 pub struct Pg {
+    url: String,
     client: Arc<Mutex<Client>>,
     pub(super) changed: broadcast::Sender<()>,
 }
@@ -127,13 +128,25 @@ impl Pg {
         let changed = broadcast::channel(64).0;
         listen(url.to_string(), changed.clone());
         Ok(Pg {
+            url: url.to_string(),
             client: Arc::new(Mutex::new(client)),
             changed,
         })
     }
 
+    /// The connection, made again if PostgreSQL dropped it (a restart, a
+    /// failover): the first call after fails over to a new connection
+    /// instead of answering 503 until veto restarts.
+    async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, StoreError> {
+        let mut c = self.client.lock().await;
+        if c.is_closed() {
+            *c = connect(&self.url).await?;
+        }
+        Ok(c)
+    }
+
     pub async fn policy(&self, v: Option<i64>) -> Result<Option<PolicyVersion>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         let row = match v {
             Some(v) => {
                 c.query_opt(&format!("{SELECT_POLICY} WHERE version = $1"), &[&v])
@@ -151,7 +164,7 @@ impl Pg {
     }
 
     pub async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         let rows = c
             .query(
                 "SELECT version, hash, '' AS text, actor, reason, time FROM policies ORDER BY version DESC",
@@ -169,7 +182,7 @@ impl Pg {
         reason: &str,
         action: &str,
     ) -> Result<PolicyVersion, StoreError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         // One push at a time, so `before` is the version this one replaces.
         tx.execute("LOCK TABLE policies IN EXCLUSIVE MODE", &[])
@@ -216,7 +229,7 @@ impl Pg {
     }
 
     pub async fn optouts(&self) -> Result<Vec<OptOut>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         let rows = c
             .query(
                 &format!("{SELECT_OPTOUT} WHERE removed IS NULL ORDER BY id"),
@@ -233,7 +246,7 @@ impl Pg {
         expires: Option<i64>,
         actor: &str,
     ) -> Result<OptOut, StoreError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let created = unix_now();
         let id: i64 = tx
@@ -275,7 +288,7 @@ impl Pg {
         reason: &str,
         actor: &str,
     ) -> Result<OptOut, StoreError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let row = tx
             .query_opt(
@@ -322,7 +335,7 @@ impl Pg {
         before: &serde_json::Value,
         after: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         c.execute(
             LOG,
             &[
@@ -339,7 +352,7 @@ impl Pg {
     }
 
     pub async fn changes(&self) -> Result<Vec<Change>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         let rows = c
             .query(
                 "SELECT seq, time, actor, action, reason, before, after FROM changes ORDER BY seq",
@@ -369,7 +382,7 @@ impl Pg {
         hash: &[u8],
         actor: &str,
     ) -> Result<(), StoreError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let n = tx
             .execute(
@@ -400,7 +413,7 @@ impl Pg {
     }
 
     pub async fn agent_by_token(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         Ok(
             c.query_opt("SELECT name FROM agents WHERE token_hash = $1", &[&hash])
                 .await?
@@ -415,7 +428,7 @@ impl Pg {
         policy_hash: Option<&str>,
         spool: i64,
     ) -> Result<(), StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         c.execute(
             "UPDATE agents SET version = $2, policy_hash = $3, spool = $4, last_seen = $5 WHERE name = $1",
             &[&name, &version, &policy_hash, &spool, &unix_now()],
@@ -425,7 +438,7 @@ impl Pg {
     }
 
     pub async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         let rows = c
             .query(
                 "SELECT name, env, version, policy_hash, spool, last_seen FROM agents ORDER BY name",
@@ -453,7 +466,7 @@ impl Pg {
         let bodies: Vec<&str> = entries.iter().map(|e| e.body.as_str()).collect();
         let prevs: Vec<&str> = entries.iter().map(|e| e.prev.as_str()).collect();
         let hashes: Vec<&str> = entries.iter().map(|e| e.hash.as_str()).collect();
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         // One ingest per agent at a time: the gap check stays true.
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&agent])
@@ -495,7 +508,7 @@ impl Pg {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Entry>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         let rows = c
             .query(
                 "SELECT seq, kind, body, prev, hash FROM audit WHERE agent = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -520,7 +533,7 @@ impl Pg {
         actor: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let live = tx
             .query_opt(
@@ -577,7 +590,7 @@ impl Pg {
         actor: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let n = tx
             .execute(
@@ -613,7 +626,7 @@ impl Pg {
         actor: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let now = unix_now();
         let n = tx
@@ -645,7 +658,7 @@ impl Pg {
     }
 
     pub async fn machines(&self) -> Result<Vec<Machine>, StoreError> {
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         let rows = c
             .query(
                 "SELECT name, roles, env, created, expires, idle_ttl, last_used, revoked_at, token_hash, old_hash, old_until
@@ -682,7 +695,7 @@ impl Pg {
     pub async fn machine_uses(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
         let names: Vec<&str> = uses.iter().map(|(n, _)| n.as_str()).collect();
         let ats: Vec<i64> = uses.iter().map(|(_, t)| *t).collect();
-        let c = self.client.lock().await;
+        let c = self.conn().await?;
         c.execute(
             "UPDATE machines m SET last_used = greatest(coalesce(m.last_used, 0), u.at)
              FROM (SELECT name, max(at) AS at FROM UNNEST($1::text[], $2::bigint[]) AS x(name, at)
