@@ -32,17 +32,57 @@ pub async fn call(
     let uri: hyper::Uri = format!("{}{path}", admin.trim_end_matches('/'))
         .parse()
         .map_err(|e| format!("invalid --admin URL `{admin}`: {e}"))?;
-    let host = uri.host().ok_or("the --admin URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
+    let tls = uri.scheme_str() == Some("https");
+    let host = uri
+        .host()
+        .ok_or("the --admin URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| {
             format!("cannot reach veto's admin API at {admin}: {e} (is `veto run` running?)")
         })?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let mut send = if tls {
+        // An https:// control plane is verified against VETO_SERVER_CA (a
+        // PEM file) if set, else the system's roots.
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = match std::env::var_os("VETO_SERVER_CA") {
+            Some(p) => {
+                let pem = std::fs::read(&p)
+                    .map_err(|e| format!("VETO_SERVER_CA {}: {e}", Path::new(&p).display()))?;
+                veto_ca::pem_certs(&pem).map_err(|e| format!("VETO_SERVER_CA: {e}"))?
+            }
+            None => rustls_native_certs::load_native_certs().certs,
+        };
+        roots.add_parsable_certificates(certs);
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("invalid host in `{admin}`: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("the TLS of {admin} cannot be trusted: {e}"))?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send
+    };
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let req = hyper::Request::builder()
         .method(method)

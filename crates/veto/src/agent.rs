@@ -31,6 +31,8 @@ pub struct AgentArgs {
     pub server: String,
     pub token: String,
     pub name_hint: Option<String>,
+    /// `--server-ca`: roots for an https:// server (else the system's).
+    pub server_ca: Option<PathBuf>,
 }
 
 fn cache_path(data: &Path) -> PathBuf {
@@ -275,31 +277,76 @@ async fn apply(shared: &Shared, data: &Path, cfg: &str, uses: &Arc<Uses>) {
     }
 }
 
+/// The TLS settings for an https:// server, made once per process.
+fn client_tls(a: &AgentArgs) -> Result<Arc<rustls::ClientConfig>, String> {
+    static TLS: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = match &a.server_ca {
+            Some(p) => {
+                let pem =
+                    std::fs::read(p).map_err(|e| format!("--server-ca {}: {e}", p.display()))?;
+                veto_ca::pem_certs(&pem).map_err(|e| format!("--server-ca {}: {e}", p.display()))?
+            }
+            None => rustls_native_certs::load_native_certs().certs,
+        };
+        roots.add_parsable_certificates(certs);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(cfg))
+    })
+    .clone()
+}
+
+/// One connection to the server: plain for http://, verified TLS for
+/// https:// (the token and the config travel encrypted).
 async fn connect(
-    server: &str,
+    a: &AgentArgs,
 ) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), String> {
+    let server = a.server.as_str();
     let uri: hyper::Uri = server
         .parse()
         .map_err(|e| format!("invalid --server `{server}`: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "--server `{server}`: only http:// servers are supported so far"
-        ));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("--server `{server}`: expected http:// or https://")),
+    };
     let host = uri
         .host()
         .ok_or("the --server URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
         .to_string();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("cannot reach the server {server}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    let authority = format!("{host}:{port}");
+    if !tls {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        return Ok((send, authority));
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("--server `{server}`: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(client_tls(a)?)
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("the TLS of the server {server} cannot be trusted: {e}"))?;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    Ok((send, format!("{host}:{port}")))
+    Ok((send, authority))
 }
 
 fn request(
@@ -339,7 +386,7 @@ async fn stream_config(
     a: &AgentArgs,
     uses: &Arc<Uses>,
 ) -> Result<(), String> {
-    let (mut send, authority) = connect(&a.server).await?;
+    let (mut send, authority) = connect(a).await?;
     let req = request(
         "GET",
         &authority,
@@ -462,7 +509,7 @@ async fn ship_once(data: &Path, a: &AgentArgs) -> Result<bool, String> {
     let full = entries.len() < batch.len() || batch.len() == 500;
     let last = batch.get(entries.len() - 1).map(|e| e.seq).unwrap_or(after);
     let body = serde_json::json!({ "entries": entries }).to_string();
-    let (mut send, authority) = connect(&a.server).await?;
+    let (mut send, authority) = connect(a).await?;
     let req = request(
         "POST",
         &authority,
@@ -523,7 +570,7 @@ async fn status_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>, uses
         })
         .to_string();
         let sent = async {
-            let (mut send, authority) = connect(&a.server).await?;
+            let (mut send, authority) = connect(&a).await?;
             let req = request(
                 "POST",
                 &authority,

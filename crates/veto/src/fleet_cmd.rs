@@ -16,6 +16,13 @@ pub struct ServerCli {
     /// Push this policy file at start when it differs from the current version.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Serve the API over TLS with this certificate chain (PEM); agents then
+    /// dial https:// and verify it (`veto agent --server-ca`).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub fn server(a: ServerCli) -> anyhow::Result<std::process::ExitCode> {
@@ -67,6 +74,14 @@ async fn run(a: ServerCli) -> Result<(), String> {
             println!("veto: policy {} pushed as version {}", hash, v.version);
         }
     }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            Some(veto_server::tls_config(&read(c)?, &read(k)?)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // The tokens exist before the address is announced.
     veto_server::auth::Tokens::load_or_create(&a.data)?;
     let listener = tokio::net::TcpListener::bind(a.listen)
@@ -75,11 +90,20 @@ async fn run(a: ServerCli) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let backend = match loc {
         veto_server::Location::Sqlite(p) => format!("SQLite {}", p.display()),
-        veto_server::Location::Postgres(_) => "PostgreSQL".to_string(),
+        // Never the URL itself: it may carry a password.
+        veto_server::Location::Postgres(url) => format!(
+            "PostgreSQL {}",
+            url.rsplit('@')
+                .next()
+                .unwrap_or("")
+                .split('?')
+                .next()
+                .unwrap_or("")
+        ),
     };
     println!("veto: control plane store: {backend}");
     println!(
-        "veto: control plane on http://{local} (tokens in {}: admin.token, operator.token, viewer.token)",
+        "veto: control plane on {scheme}://{local} (tokens in {}: admin.token, operator.token, viewer.token)",
         a.data.display()
     );
     let shutdown = async {
@@ -99,9 +123,15 @@ async fn run(a: ServerCli) -> Result<(), String> {
     // Agents hold their config streams open: stop accepting, then give the
     // rest two seconds.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(veto_server::serve(listener, store, a.data.clone(), async {
-        let _ = rx.await;
-    }));
+    let server = tokio::spawn(veto_server::serve(
+        listener,
+        store,
+        a.data.clone(),
+        tls,
+        async {
+            let _ = rx.await;
+        },
+    ));
     shutdown.await;
     let _ = tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;

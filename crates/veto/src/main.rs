@@ -222,6 +222,10 @@ struct AgentCli {
     /// This agent's token (from `veto agents add`).
     #[arg(long, env = "VETO_AGENT_TOKEN", hide_env_values = true)]
     token: String,
+    /// Verify an https:// server against this CA (PEM) instead of the
+    /// system's roots.
+    #[arg(long)]
+    server_ca: Option<PathBuf>,
     /// The proxy's flags, as for `veto run` (--policy and --admin do not
     /// apply: the policy comes from the server, and there is no admin port).
     #[command(flatten)]
@@ -1172,6 +1176,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 server: a.server,
                 token: a.token,
                 name_hint: None,
+                server_ca: a.server_ca,
             };
             run_proxy(a.run, Some(agent))
         }

@@ -516,3 +516,126 @@ fn replicas_on_one_postgres_reach_each_others_agents() {
     drop((edge, a, b));
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
+
+#[test]
+fn agents_dial_a_tls_server_and_verify_it() {
+    let up = http_upstream(Duration::ZERO);
+    let url = format!("http://api.test:{}/", up.port());
+    let dir = tempfile::tempdir().unwrap();
+    // The server's certificate, from a CA the agent is told to trust.
+    let pki = dir.path().join("pki");
+    let ca = veto_ca::Ca::init(&pki).unwrap();
+    let (chain, key) = ca
+        .server_leaf("127.0.0.1", Duration::from_secs(3600))
+        .unwrap();
+    let pem: String = chain
+        .iter()
+        .map(|c| veto_ca::to_pem("CERTIFICATE", c))
+        .collect();
+    let cert = write(dir.path(), "server.pem", &pem);
+    let key = write(
+        dir.path(),
+        "server.key",
+        &veto_ca::to_pem("PRIVATE KEY", key.secret_der()),
+    );
+    let sdata = dir.path().join("server");
+    let d = sdata.display().to_string();
+    let store = format!("sqlite:{}", sdata.join("control.db").display());
+    let srv = spawn(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &store,
+            "--data",
+            &d,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+        "veto: control plane on https://",
+    );
+    let admin = token(&sdata, "admin");
+    let ca_pem = pki.join("ca.pem").display().to_string();
+    let https = |args: &[&str], path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert", &ca_pem, "-H"])
+            .arg(format!("Authorization: Bearer {admin}"))
+            .args(["-H", "Content-Type: application/json"])
+            .args(args)
+            .arg(format!("https://{}{path}", srv.addr))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    https(
+        &[
+            "-d",
+            &serde_json::json!({"text": ALLOW, "reason": "go"}).to_string(),
+        ],
+        "/v1/policy",
+    );
+    let t1 = https(&["-d", r#"{"name":"tls-1"}"#], "/v1/agents")["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t2 = https(&["-d", r#"{"name":"tls-2"}"#], "/v1/agents")["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server_url = format!("https://{}", srv.addr);
+    let agent_with = |t: &str, data: &Path, extra: &[&str]| {
+        let d = data.display().to_string();
+        let mut args = vec![
+            "agent",
+            "--server",
+            &server_url,
+            "--token",
+            t,
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            &d,
+            "--resolve",
+            "api.test=127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        spawn(&args, "veto: proxy listening on http://")
+    };
+    // Trusting the server's CA: the policy arrives.
+    let trusted = agent_with(&t1, &dir.path().join("a1"), &["--server-ca", &ca_pem]);
+    assert!(within(Duration::from_secs(5), || status(&trusted, &url) == 200).is_some());
+    // Not trusting it (system roots only): nothing is accepted from it, and
+    // the agent stays closed.
+    let untrusting = agent_with(&t2, &dir.path().join("a2"), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (s, _, body) = curl(&format!("http://{}", untrusting.addr), &[&url]);
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("has not received a policy"), "{body}");
+
+    // The CLI talks to an https:// server too, verifying it.
+    let out = Command::new(env!("CARGO_BIN_EXE_veto"))
+        .args([
+            "optout", "add", "--host", "api.test", "--reason", "over TLS",
+        ])
+        .args(["--server", &server_url, "--token", &admin])
+        .env("VETO_SERVER_CA", &ca_pem)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(within(Duration::from_secs(3), || status(&trusted, &url) == 403).is_some());
+    // Without the CA, the CLI refuses to talk to it.
+    let out = Command::new(env!("CARGO_BIN_EXE_veto"))
+        .args(["optout", "list", "--server", &server_url, "--token", &admin])
+        .env_remove("VETO_SERVER_CA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be trusted"));
+}
