@@ -175,6 +175,7 @@ impl Store {
 
     /// The last renewal already reported to the audit trail.
     pub fn renewals_audited(&self) -> Result<i64, IdentityError> {
+        use rusqlite::OptionalExtension;
         let conn = self.conn();
         let v: Option<i64> = conn
             .query_row(
@@ -182,8 +183,22 @@ impl Store {
                 [],
                 |r| r.get(0),
             )
-            .ok();
+            .optional()?;
         Ok(v.unwrap_or(0))
+    }
+
+    /// Whether this lapse was reported already.
+    pub fn grant_expiry_reported(
+        &self,
+        rule: &str,
+        machine: &str,
+        since: i64,
+    ) -> Result<bool, IdentityError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS(SELECT 1 FROM grant_expiries WHERE rule = ?1 AND machine = ?2 AND since = ?3)",
+            params![rule, machine, since],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn set_renewals_audited(&self, seq: i64) -> Result<(), IdentityError> {

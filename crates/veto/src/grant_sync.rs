@@ -60,6 +60,17 @@ pub struct Report {
     pub event: &'static str,
     pub reason: String,
     pub detail: serde_json::Value,
+    /// Marked as reported only once it is in the audit trail.
+    done: Done,
+}
+
+enum Done {
+    Expiry {
+        rule: String,
+        machine: String,
+        since: i64,
+    },
+    Renewal(i64),
 }
 
 /// Grants that lapsed since the last sweep, each reported once.
@@ -78,28 +89,28 @@ pub fn lapsed(shared: &Shared, store: &Store) -> Result<Vec<Report>, String> {
         for (_, machine, last) in uses.iter().filter(|(r, _, _)| r == id) {
             any = true;
             if now - last >= idle
-                && store
-                    .grant_expired(id, machine, *last)
+                && !store
+                    .grant_expiry_reported(id, machine, *last)
                     .map_err(|e| e.to_string())?
             {
-                out.push(expired(id, machine, Some(*last), *last + idle, idle));
+                out.push(expired(id, machine, Some(*last), *last, *last + idle, idle));
             }
         }
         // Never used by anyone: it lapsed for every machine at once.
         let first = veto_policy::Grants::first_loaded(&shared.grants, id);
         if let (false, Some(first)) = (any, first)
             && now - first >= idle
-            && store
-                .grant_expired(id, "*", first)
+            && !store
+                .grant_expiry_reported(id, "*", first)
                 .map_err(|e| e.to_string())?
         {
-            out.push(expired(id, "*", None, first + idle, idle));
+            out.push(expired(id, "*", None, first, first + idle, idle));
         }
     }
     Ok(out)
 }
 
-fn expired(rule: &str, machine: &str, last: Option<i64>, at: i64, idle: i64) -> Report {
+fn expired(rule: &str, machine: &str, last: Option<i64>, since: i64, at: i64, idle: i64) -> Report {
     let fmt = veto_identity::format_time;
     let who = if machine == "*" {
         "every machine (never used since it was loaded)".to_string()
@@ -107,6 +118,11 @@ fn expired(rule: &str, machine: &str, last: Option<i64>, at: i64, idle: i64) -> 
         format!("machine `{machine}`")
     };
     Report {
+        done: Done::Expiry {
+            rule: rule.to_string(),
+            machine: machine.to_string(),
+            since,
+        },
         event: "grant-expired",
         reason: format!(
             "grant `{rule}` expired for {who}: unused for {} (last used {})",
@@ -122,19 +138,14 @@ fn expired(rule: &str, machine: &str, last: Option<i64>, at: i64, idle: i64) -> 
     }
 }
 
-/// Renewals not yet in the audit trail, marked as reported.
+/// Renewals not yet in the audit trail.
 pub fn renewals(store: &Store) -> Result<Vec<Report>, String> {
     let seen = store.renewals_audited().map_err(|e| e.to_string())?;
     let new = store.renewals_after(seen).map_err(|e| e.to_string())?;
-    let Some(last) = new.last().map(|r| r.seq) else {
-        return Ok(Vec::new());
-    };
-    store
-        .set_renewals_audited(last)
-        .map_err(|e| e.to_string())?;
     Ok(new
         .into_iter()
         .map(|r| Report {
+            done: Done::Renewal(r.seq),
             event: "grant-renewed",
             reason: r.reason.clone(),
             detail: serde_json::json!({
@@ -153,6 +164,7 @@ pub fn renewals(store: &Store) -> Result<Vec<Report>, String> {
 pub async fn report(
     shared: &Arc<Shared>,
     control: &Arc<veto_control::Store>,
+    store: &Arc<Store>,
     reports: Vec<Report>,
 ) {
     for r in reports {
@@ -164,20 +176,39 @@ pub async fn report(
             detail: r.detail.clone(),
         };
         if let Err(e) = shared.writer.event(event, ms).await {
+            // Not marked: the next sweep reports it again.
             tracing::error!(error = %e, "cannot record a grant event in the audit trail");
+            return;
         }
-        if r.event == "grant-expired" {
-            let control = control.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                control.record(
-                    "veto",
-                    "grant.expire",
-                    &r.reason,
-                    &r.detail,
-                    &serde_json::Value::Null,
-                )
-            })
-            .await;
+        let (control, store) = (control.clone(), store.clone());
+        let marked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            match r.done {
+                Done::Expiry {
+                    rule,
+                    machine,
+                    since,
+                } => {
+                    control
+                        .record(
+                            "veto",
+                            "grant.expire",
+                            &r.reason,
+                            &r.detail,
+                            &serde_json::Value::Null,
+                        )
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .grant_expired(&rule, &machine, since)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                // A renewal was logged in the change log by whoever renewed.
+                Done::Renewal(seq) => store.set_renewals_audited(seq).map_err(|e| e.to_string()),
+            }
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = marked.map_err(|e| e.to_string()) {
+            tracing::error!(error = %e, "cannot mark a grant event as reported");
         }
     }
 }

@@ -138,7 +138,13 @@ pub fn start(
                     if local_credentials {
                         watcher.shared.credentials.store(Arc::new(boxed));
                     }
-                    crate::grant_sync::report(&watcher.shared, &watcher.control, renewed).await;
+                    crate::grant_sync::report(
+                        &watcher.shared,
+                        &watcher.control,
+                        &watcher.store,
+                        renewed,
+                    )
+                    .await;
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "cannot read the identity store"),
                 Err(_) => {}
@@ -172,7 +178,9 @@ impl Identities {
             self.uses.unwritten(batch);
         }
         match grants {
-            Ok(lapsed) => crate::grant_sync::report(&self.shared, &self.control, lapsed).await,
+            Ok(lapsed) => {
+                crate::grant_sync::report(&self.shared, &self.control, &self.store, lapsed).await
+            }
             Err(e) => tracing::error!(error = %e, "cannot record grant uses; will retry"),
         }
     }
