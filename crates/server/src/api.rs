@@ -26,7 +26,9 @@ type Shared = State<Arc<App>>;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/health", get(|| async { "ok" }))
+        .route("/v1/whoami", get(whoami))
         .route("/openapi.json", get(openapi))
         .route("/v1/policy", get(policy_get).post(policy_push))
         .route("/v1/policy/versions", get(policy_versions))
@@ -48,6 +50,24 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The dashboard: one page, embedded, no external asset; it reads and
+/// changes everything through this API with the token pasted into it.
+const DASHBOARD: &str = include_str!("ui.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
 
 async fn openapi() -> Response {
     (
@@ -616,4 +636,9 @@ async fn agent_status(State(app): Shared, h: HeaderMap, body: axum::body::Bytes)
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => store_error(e),
     }
+}
+
+async fn whoami(State(app): Shared, h: HeaderMap) -> Response {
+    let who = need!(app, h, Role::Viewer);
+    Json(serde_json::json!({ "role": who.actor() })).into_response()
 }

@@ -106,6 +106,7 @@ async fn run(a: ServerCli) -> Result<(), String> {
         "veto: control plane on {scheme}://{local} (tokens in {}: admin.token, operator.token, viewer.token)",
         a.data.display()
     );
+    println!("veto: dashboard on {scheme}://{local}/ (log in with one of those tokens)");
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

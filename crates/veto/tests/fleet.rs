@@ -3,6 +3,8 @@
 //! the replica test uses a real PostgreSQL (see `scripts/test`).
 
 mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
 
 use common::{curl, http_upstream};
 use std::io::{BufRead, BufReader};
@@ -638,4 +640,72 @@ fn agents_dial_a_tls_server_and_verify_it() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be trusted"));
+}
+
+#[test]
+fn the_server_dashboard_shows_agents_and_acts_on_optouts() {
+    let up = http_upstream(Duration::ZERO);
+    let url = format!("http://api.test:{}/", up.port());
+    let dir = tempfile::tempdir().unwrap();
+    let sdata = dir.path().join("server");
+    let store = format!("sqlite:{}", sdata.join("control.db").display());
+    let srv = server(&store, &sdata, "127.0.0.1:0");
+    let allow = write(dir.path(), "allow.yaml", ALLOW);
+    cli(
+        srv.addr,
+        &sdata,
+        &["policy", "push", &allow, "--reason", "go live"],
+    );
+    let (_, t, _) = cli(
+        srv.addr,
+        &sdata,
+        &["agents", "add", "edge-dash", "--env", "prod"],
+    );
+    let edge = agent(srv.addr, t.trim(), &dir.path().join("edge"));
+    assert!(within(Duration::from_secs(5), || status(&edge, &url) == 200).is_some());
+
+    let b = webdriver::Browser::start();
+    b.goto(&format!("http://{}/", srv.addr));
+    let input = b.wait("#token", 10);
+    b.send_keys(&input, &token(&sdata, "operator"));
+    b.click(&b.find("#login button").unwrap());
+    b.until("the agent and its env show", 10, |b| {
+        b.text_of("#agents").contains("edge-dash")
+            && b.text_of("#envs").contains("every agent enforces")
+    });
+    assert!(b.text_of("#who").contains("operator"));
+    assert!(b.text_of("#versions").contains("go live"));
+
+    // An opt-out added from the page refuses the agent's next request.
+    b.send_keys(&b.find("#optout-value").unwrap(), "api.test");
+    b.send_keys(&b.find("#optout-reason").unwrap(), "from the dashboard");
+    b.click(&b.find("#add-optout button").unwrap());
+    b.until("the opt-out is listed", 5, |b| {
+        b.text_of("#optouts").contains("from the dashboard")
+    });
+    assert!(within(Duration::from_secs(3), || status(&edge, &url) == 403).is_some());
+    b.until("the change log shows it", 5, |b| {
+        b.text_of("#changes").contains("optout.add")
+    });
+    b.screenshot("server-dashboard");
+
+    // A viewer sees the page without the buttons.
+    b.script(
+        "sessionStorage.clear(); location.reload();",
+        serde_json::json!([]),
+    );
+    let input = b.wait("#token", 10);
+    b.send_keys(&input, &token(&sdata, "viewer"));
+    b.click(&b.find("#login button").unwrap());
+    b.until("logged in as viewer", 10, |b| {
+        b.text_of("#who").contains("viewer")
+    });
+    b.until("the list shows", 5, |b| {
+        b.text_of("#optouts").contains("from the dashboard")
+    });
+    let hidden = b.script(
+        "return [...document.querySelectorAll('[data-needs]')].every(e => e.hidden)",
+        serde_json::json!([]),
+    );
+    assert_eq!(hidden, serde_json::json!(true));
 }
