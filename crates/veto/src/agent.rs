@@ -247,15 +247,32 @@ async fn expiry_loop(shared: Arc<Shared>, data: PathBuf) {
 
 /// Applies one config: compiled first (a config that does not compile is
 /// refused and the last one stays), then cached, then swapped in.
+/// Caches a config that compiled, off the async threads (it syncs to disk).
+async fn cache(data: &Path, cfg: &str) {
+    let (path, text) = (cache_path(data), cfg.to_string());
+    let cached = tokio::task::spawn_blocking(move || replace(&path, text.as_bytes())).await;
+    if let Ok(Err(e)) = cached {
+        tracing::error!(error = %e, "cannot cache the server's config");
+    }
+}
+
 async fn apply(shared: &Shared, data: &Path, cfg: &str, uses: &Arc<Uses>) {
+    // Only machines changed: nothing to compile.
+    if let Ok((text, optouts)) = parse(cfg) {
+        let current = shared.policy.load();
+        let same_text = text.as_deref().unwrap_or(NO_POLICY) == &*current.source;
+        if same_text && **shared.optouts.load() == optouts {
+            set_credentials(shared, cfg, uses);
+            cache(data, cfg).await;
+            return;
+        }
+    }
     match compile(cfg) {
         Ok((active, optouts)) => {
             set_credentials(shared, cfg, uses);
+            cache(data, cfg).await;
             let old = shared.policy.load().policy.hash().to_string();
             let new = active.policy.hash().to_string();
-            if let Err(e) = replace(&cache_path(data), cfg.as_bytes()) {
-                tracing::error!(error = %e, "cannot cache the server's config");
-            }
             let _ = shared.grants.loaded(&active.policy, active.loaded_at);
             shared.optouts.store(Arc::new(optouts));
             shared.policy.store(Arc::new(active));
@@ -271,6 +288,7 @@ async fn apply(shared: &Shared, data: &Path, cfg: &str, uses: &Arc<Uses>) {
                 let _ = shared.writer.event(event, ms).await;
             }
         }
+        // Nothing of a config that does not compile is used or cached.
         Err(e) => eprintln!(
             "veto: agent: the server's config was refused; still enforcing the last one: {e}"
         ),
