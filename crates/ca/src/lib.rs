@@ -96,16 +96,18 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
 }
 
 /// 16 random bytes with the top bit clear: a positive serial (RFC 5280).
-fn serial() -> SerialNumber {
+/// Without OS randomness no certificate is made: an error, not a panic.
+fn serial() -> Result<SerialNumber, CaError> {
     let mut b = [0u8; 16];
-    // The ring provider's generator; failure here means no OS randomness,
-    // and every certificate would be unsafe, so it is not papered over.
     rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut b)
-        .expect("the operating system's random number generator failed");
+        .map_err(|_| CaError::Sign {
+            name: "a certificate".into(),
+            why: "the operating system's random number generator failed".into(),
+        })?;
     b[0] &= 0x7f;
-    SerialNumber::from_slice(&b)
+    Ok(SerialNumber::from_slice(&b))
 }
 
 fn sign_err(name: &str) -> impl FnOnce(rcgen::Error) -> CaError + '_ {
@@ -141,7 +143,7 @@ impl Ca {
         let mut dn = DistinguishedName::new();
         // A name of its own, so that two veto CAs (two machines, a rebuilt
         // one) are told apart by people and by certificate path building.
-        let id = serial();
+        let id = serial()?;
         let tag: String = id.to_bytes()[..4]
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -158,7 +160,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(3650);
-        params.serial_number = Some(serial());
+        params.serial_number = Some(serial()?);
         let cert = params.self_signed(&key).map_err(sign_err("the CA"))?;
         write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
         write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
@@ -296,7 +298,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + ttl;
-        params.serial_number = Some(serial());
+        params.serial_number = Some(serial()?);
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(sign_err(name))?;
         let cert = params

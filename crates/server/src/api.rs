@@ -85,6 +85,24 @@ pub fn error(status: StatusCode, reason: impl std::fmt::Display) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A JSON request body, or the 400 that says what was expected.
+fn json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{expected}: {e}")))
+}
+
+/// As [`json`], an empty body meaning the defaults.
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, Response> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        json(body, expected)
+    }
+}
+
 fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
@@ -145,14 +163,9 @@ fn validate(text: &str) -> Result<String, Response> {
 
 async fn policy_push(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
     let who = need!(app, h, Role::Operator);
-    let push: Push = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{text, reason}}: {e}"),
-            );
-        }
+    let push: Push = match json(&body, "expected {{text, reason}}") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     if push.reason.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "a policy push needs a reason");
@@ -179,14 +192,9 @@ struct Rollback {
 
 async fn policy_rollback(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
     let who = need!(app, h, Role::Operator);
-    let rb: Rollback = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{version, reason}}: {e}"),
-            );
-        }
+    let rb: Rollback = match json(&body, "expected {{version, reason}}") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     if rb.reason.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "a rollback needs a reason");
@@ -232,9 +240,9 @@ struct NewOptOut {
 
 async fn optout_add(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
     let who = need!(app, h, Role::Operator);
-    let req: NewOptOut = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid opt-out: {e}")),
+    let req: NewOptOut = match json(&body, "invalid opt-out") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let target = match (req.host, req.service, req.machine) {
         (Some(h), None, None) => Target::Host(h),
@@ -340,14 +348,9 @@ struct NewAgent {
 
 async fn agent_add(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
     let who = need!(app, h, Role::Admin);
-    let req: NewAgent = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{name, env}}: {e}"),
-            );
-        }
+    let req: NewAgent = match json(&body, "expected {{name, env}}") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let valid = !req.name.is_empty()
         && req.name.len() <= 128
@@ -431,14 +434,9 @@ async fn agent_audit(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) 
         Ok(a) => a,
         Err(r) => return r,
     };
-    let batch: Batch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{entries}}: {e}"),
-            );
-        }
+    let batch: Batch = match json(&body, "expected {{entries}}") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     match app.store.audit_ingest(agent, batch.entries).await {
         Ok(acked) => Json(serde_json::json!({"acked": acked})).into_response(),
@@ -494,9 +492,9 @@ fn reason_or(r: &str) -> String {
 
 async fn machine_add(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
     let who = need!(app, h, Role::Operator);
-    let m: NewMachine = match serde_json::from_slice(&body) {
-        Ok(m) => m,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid machine: {e}")),
+    let m: NewMachine = match json(&body, "invalid machine") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     if m.ttl.is_some_and(|t| t <= 0) || m.idle_ttl.is_some_and(|t| t <= 0) {
         return error(
@@ -542,18 +540,9 @@ async fn machine_rotate(
     body: axum::body::Bytes,
 ) -> Response {
     let who = need!(app, h, Role::Operator);
-    let r: Rotate = if body.is_empty() {
-        Rotate::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("expected {{overlap, reason}}: {e}"),
-                );
-            }
-        }
+    let r: Rotate = match json_or_default(&body, "expected {{overlap, reason}}") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     match app
         .store
@@ -583,13 +572,9 @@ async fn machine_revoke(
     body: axum::body::Bytes,
 ) -> Response {
     let who = need!(app, h, Role::Operator);
-    let r: Revoke = if body.is_empty() {
-        Revoke::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{reason}}: {e}")),
-        }
+    let r: Revoke = match json_or_default(&body, "expected {{reason}}") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     match app
         .store
@@ -606,14 +591,9 @@ async fn agent_status(State(app): Shared, h: HeaderMap, body: axum::body::Bytes)
         Ok(a) => a,
         Err(r) => return r,
     };
-    let s: Status = match serde_json::from_slice(&body) {
-        Ok(s) => s,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{version, policy_hash, spool}}: {e}"),
-            );
-        }
+    let s: Status = match json(&body, "expected {{version, policy_hash, spool}}") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     if !s.uses.is_empty() {
         // An agent reports what it saw; a time in the future is clamped
