@@ -149,6 +149,23 @@ fn an_operator_watches_decisions_live_and_acts_on_them() {
     b.click(&b.wait("#clear", 5));
     b.until("everything again", 5, |b| rows(b, "").len() == 5);
 
+    // Paused, new decisions are held and counted, not shown; resuming
+    // shows them.
+    b.click(&b.wait("#pause", 5));
+    assert_eq!(b.text_of("#live-state"), "paused");
+    assert_eq!(curl(&proxy, &[&format!("{shop}/while-paused")]).0, 200);
+    b.until("the held decision is counted", 5, |b| {
+        b.text_of("#shown").contains("1 held")
+    });
+    assert_eq!(rows(&b, "").len(), 5, "a row appeared while paused");
+    b.click(&b.wait("#pause", 5));
+    b.until("the held decision shows", 5, |b| {
+        let r = rows(b, "");
+        r.len() == 6 && r[0].contains("/while-paused")
+    });
+    assert_eq!(b.text_of("#live-state"), "live");
+    assert_eq!(b.text_of("#skipped"), "skipped 0");
+
     // Opening a refusal shows its rule, reason and trace.
     let refusal = b
         .find_all("#decisions tbody tr.deny")

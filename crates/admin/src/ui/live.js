@@ -86,7 +86,10 @@ export function mount(root, ctx) {
     tbody.prepend(row(r));
     while (tbody.rows.length > MAX_ROWS) {
       const last = tbody.rows[tbody.rows.length - 1];
+      // The id set shrinks with the table: a page left open for days must
+      // not grow without bound. Duplicates only arrive around (re)connects.
       state.byId.delete(last.dataset.id);
+      state.seen.delete(last.dataset.id);
       last.remove();
     }
     counts();
