@@ -12,6 +12,7 @@
 
 mod creds;
 mod grants;
+pub mod review;
 mod store;
 pub mod token;
 mod uses;

@@ -20,6 +20,8 @@ pub struct App {
     pub tokens: auth::Tokens,
     /// The config agents enforce, as sent: policy and opt-outs in force.
     pub config: watch::Receiver<Arc<String>>,
+    /// The fleet's grant uses, as the `grants` event (`grants.rs`).
+    pub grants: watch::Receiver<Arc<String>>,
 }
 
 type Shared = State<Arc<App>>;
@@ -41,6 +43,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/machines/{name}/rotate", post(machine_rotate))
         .route("/v1/machines/{name}/revoke", post(machine_revoke))
         .route("/v1/audit", get(audit))
+        .route("/v1/access", get(crate::grants::review))
+        .route("/v1/grants/renew", post(crate::grants::renew))
         .route("/v1/agent/config", get(agent_config))
         .route("/v1/agent/audit", post(agent_audit))
         .route("/v1/agent/status", post(agent_status))
@@ -86,7 +90,10 @@ pub fn error(status: StatusCode, reason: impl std::fmt::Display) -> Response {
 }
 
 /// A JSON request body, or the 400 that says what was expected.
-fn json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, Response> {
     serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{expected}: {e}")))
 }
@@ -103,7 +110,7 @@ fn json_or_default<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-fn store_error(e: StoreError) -> Response {
+pub(crate) fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
         StoreError::NotFound(what) => error(StatusCode::NOT_FOUND, format!("no {what}")),
@@ -410,15 +417,22 @@ async fn agent_of(app: &App, h: &HeaderMap) -> Result<String, Response> {
     }
 }
 
-/// The config stream: the current config at once, then every change.
+/// The config stream: the current config and the fleet's grant uses at
+/// once, then every change of either (`config` and `grants` events).
 async fn agent_config(State(app): Shared, h: HeaderMap) -> Response {
     if let Err(r) = agent_of(&app, &h).await {
         return r;
     }
-    let stream = tokio_stream::wrappers::WatchStream::new(app.config.clone());
-    let events = futures_util::StreamExt::map(stream, |cfg| {
-        Ok::<_, std::convert::Infallible>(Event::default().event("config").data(cfg.as_str()))
-    });
+    use tokio_stream::StreamExt as _;
+    use tokio_stream::wrappers::WatchStream;
+    let event = |name: &'static str| {
+        move |data: Arc<String>| {
+            Ok::<_, std::convert::Infallible>(Event::default().event(name).data(data.as_str()))
+        }
+    };
+    let config = WatchStream::new(app.config.clone()).map(event("config"));
+    let grants = WatchStream::new(app.grants.clone()).map(event("grants"));
+    let events = config.merge(grants);
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response()
@@ -453,6 +467,16 @@ struct Status {
     /// Machines that used their credentials since the last report.
     #[serde(default)]
     uses: Vec<MachineUse>,
+    /// Grants applied since the last report.
+    #[serde(default)]
+    grant_uses: Vec<GrantUseReport>,
+}
+
+#[derive(serde::Deserialize)]
+struct GrantUseReport {
+    rule: String,
+    machine: String,
+    at: i64,
 }
 
 #[derive(serde::Deserialize)]
@@ -605,6 +629,21 @@ async fn agent_status(State(app): Shared, h: HeaderMap, body: axum::body::Bytes)
             .map(|u| (u.machine, u.at.min(now)))
             .collect();
         if let Err(e) = app.store.machine_uses(uses).await {
+            return store_error(e);
+        }
+    }
+    if !s.grant_uses.is_empty() {
+        let now = crate::store::unix_now();
+        let uses = s
+            .grant_uses
+            .into_iter()
+            .map(|u| crate::store::GrantUse {
+                rule: u.rule,
+                machine: u.machine,
+                last_used: u.at.min(now),
+            })
+            .collect();
+        if let Err(e) = app.store.grant_uses(uses).await {
             return store_error(e);
         }
     }

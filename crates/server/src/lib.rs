@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod grants;
 pub mod store;
 
 pub use store::{Location, Store, StoreError};
@@ -99,10 +100,14 @@ pub async fn serve(
     let tokens = auth::Tokens::load_or_create(&data)?;
     let first = config_json(&store).await.map_err(|e| e.to_string())?;
     let (tx, rx) = watch::channel(Arc::new(first));
+    let first_grants = grants::grants_json(&store.grants().await.map_err(|e| e.to_string())?);
+    let (grants_tx, grants_rx) = watch::channel(Arc::new(first_grants));
+    tokio::spawn(grants::watch(store.clone(), grants_tx));
     let app = Arc::new(api::App {
         store,
         tokens,
         config: rx,
+        grants: grants_rx,
     });
     let watcher = app.clone();
     tokio::spawn(async move {

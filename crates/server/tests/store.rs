@@ -417,3 +417,87 @@ async fn postgres_connections_are_made_again_after_a_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.policy_current().await.unwrap().unwrap().hash, "h");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_keep_the_latest_use_and_log_renewals_and_lapses_once() {
+    use veto_server::store::GrantUse;
+    both(|s, loc| async move {
+        let u = |rule: &str, machine: &str, at: i64| GrantUse {
+            rule: rule.into(),
+            machine: machine.into(),
+            last_used: at,
+        };
+        // Uses from two agents, out of order: the latest counts.
+        s.grant_uses(vec![
+            u("g", "web", 100),
+            u("g", "web", 300),
+            u("g", "db", 50),
+        ])
+        .await
+        .unwrap();
+        s.grant_uses(vec![u("g", "web", 200)]).await.unwrap();
+        let state = s.grants().await.unwrap();
+        assert_eq!(
+            state.uses,
+            vec![u("g", "db", 50), u("g", "web", 300)],
+            "{loc:?}"
+        );
+        // A rule's first load is kept, never moved.
+        s.grant_rules_loaded(vec!["g".into()], 10).await.unwrap();
+        s.grant_rules_loaded(vec!["g".into(), "h".into()], 20)
+            .await
+            .unwrap();
+        let first = s.grants().await.unwrap().first_loaded;
+        assert_eq!((first["g"], first["h"]), (10, 20), "{loc:?}");
+
+        // A renewal is a change: logged with who and why, and announced.
+        let mut heard = s.subscribe();
+        while heard.try_recv().is_ok() {}
+        let at = s
+            .grant_renew("g".into(), "db".into(), "operator".into(), "back".into())
+            .await
+            .unwrap();
+        assert!(at >= veto_server::store::unix_now() - 5);
+        tokio::time::timeout(Duration::from_secs(2), heard.recv())
+            .await
+            .expect("the renewal was announced")
+            .unwrap();
+        let state = s.grants().await.unwrap();
+        assert!(state.uses.contains(&u("g", "db", at)), "{loc:?}");
+        assert!(
+            s.grant_renew("g".into(), "db".into(), "operator".into(), " ".into())
+                .await
+                .is_err(),
+            "a renewal without a reason"
+        );
+
+        // A lapse is logged once, however often it is seen.
+        let lapse = veto_identity::review::Lapse {
+            rule: "g".into(),
+            machine: "web".into(),
+            last_used: Some(300),
+            since: 300,
+            idle: 60,
+        };
+        assert!(s.grant_expired(&lapse).await.unwrap());
+        assert!(!s.grant_expired(&lapse).await.unwrap());
+        let log = s.changes().await.unwrap();
+        let renew: Vec<_> = log.iter().filter(|c| c.action == "grant.renew").collect();
+        assert_eq!(renew.len(), 1);
+        assert_eq!(renew[0].actor, "operator");
+        assert_eq!(renew[0].reason, "back");
+        assert_eq!(renew[0].before["last_used"], veto_identity::format_time(50));
+        let expired: Vec<_> = log.iter().filter(|c| c.action == "grant.expire").collect();
+        assert_eq!(expired.len(), 1, "{loc:?}");
+        assert_eq!(expired[0].actor, "veto-server");
+        assert_eq!(expired[0].before["machine"], "web");
+        // A later lapse of the same grant (used again since) is a new one.
+        let again = veto_identity::review::Lapse {
+            since: 900,
+            last_used: Some(900),
+            ..lapse
+        };
+        assert!(s.grant_expired(&again).await.unwrap());
+    })
+    .await;
+}

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use veto_identity::review::{self, Row};
 use veto_identity::{Store, db_path, format_time};
 
 fn unix_now() -> i64 {
@@ -39,148 +40,78 @@ pub fn log_change(
         .map_err(|e| e.to_string())
 }
 
-/// One line of the review.
-#[derive(Debug)]
-pub struct Row {
-    /// `credential` or `grant`.
-    pub kind: &'static str,
-    /// The grant's rule id; none for a credential.
-    pub rule: Option<String>,
-    /// `*`: every machine that never used the grant.
-    pub machine: String,
-    pub last_used: Option<String>,
-    /// When it stops working if left unused (or at its ttl).
-    pub expires_at: Option<String>,
-    /// `expired`, `expiring` (within the window), `active`, `revoked`.
-    pub state: &'static str,
-    sort: i64,
-}
-
-fn state(expires: Option<i64>, now: i64, within: i64) -> &'static str {
-    match expires {
-        Some(e) if e <= now => "expired",
-        Some(e) if e <= now + within => "expiring",
-        _ => "active",
-    }
-}
-
 /// Everything to review: every credential and every grant, with last use
 /// and expiry; expired first, then what expires soonest.
 pub fn review(data: &Path, policy: &veto_policy::Policy, within: i64) -> Result<Vec<Row>, String> {
     let now = unix_now();
-    let mut rows = Vec::new();
     let store = if db_path(data).exists() {
         Some(Store::open(data).map_err(|e| e.to_string())?)
     } else {
         None
     };
-    if let Some(store) = &store {
-        for m in store.list().map_err(|e| e.to_string())? {
-            let idle_end = m
-                .idle_ttl
-                .map(|i| m.last_used.unwrap_or(m.created).saturating_add(i));
-            let expires = match (m.expires, idle_end) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let st = if m.revoked_at.is_some() {
-                "revoked"
-            } else {
-                state(expires, now, within)
-            };
-            rows.push(Row {
-                kind: "credential",
-                rule: None,
-                machine: m.name,
-                last_used: m.last_used.map(format_time),
-                expires_at: expires.map(format_time),
-                state: st,
-                sort: expires.unwrap_or(i64::MAX),
-            });
-        }
-    }
-    let uses = match &store {
-        Some(s) => s.grant_uses().map_err(|e| e.to_string())?,
-        None => Vec::new(),
+    let Some(store) = store else {
+        return Ok(review::review(
+            &[],
+            &review::Expiring::of(policy),
+            &[],
+            &Default::default(),
+            now,
+            within,
+        ));
     };
-    let first_loaded: std::collections::HashMap<String, i64> = match &store {
-        Some(s) => s
-            .rules_loaded(&[], now)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect(),
-        None => Default::default(),
-    };
-    for rule in &policy.document().rules {
-        let Some(idle) = rule.expire_if_unused else {
-            continue;
-        };
-        let idle = idle as i64;
-        for u in uses.iter().filter(|u| u.rule == rule.id.as_str()) {
-            let end = u.last_used.saturating_add(idle);
-            rows.push(Row {
-                kind: "grant",
-                rule: Some(rule.id.to_string()),
-                machine: u.machine.clone(),
-                last_used: Some(format_time(u.last_used)),
-                expires_at: Some(format_time(end)),
-                state: state(Some(end), now, within),
-                sort: end,
-            });
-        }
-        // Machines that never used it: counted from the rule's first load
-        // (now, if no proxy has loaded it yet).
-        let end = first_loaded
-            .get(rule.id.as_str())
-            .copied()
-            .unwrap_or(now)
-            .saturating_add(idle);
-        rows.push(Row {
-            kind: "grant",
-            rule: Some(rule.id.to_string()),
-            machine: "*".into(),
-            last_used: None,
-            expires_at: Some(format_time(end)),
-            state: state(Some(end), now, within),
-            sort: end,
-        });
-    }
-    let rank = |s: &str| match s {
-        "expired" => 0,
-        "expiring" => 1,
-        "active" => 2,
-        _ => 3,
-    };
-    rows.sort_by_key(|r| (rank(r.state), r.sort));
-    Ok(rows)
+    let credentials: Vec<review::CredentialUse> = store
+        .list()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|m| review::CredentialUse {
+            name: m.name,
+            created: m.created,
+            expires: m.expires,
+            idle_ttl: m.idle_ttl,
+            last_used: m.last_used,
+            revoked_at: m.revoked_at,
+        })
+        .collect();
+    let uses = store.grant_uses().map_err(|e| e.to_string())?;
+    let first_loaded = store
+        .rules_loaded(&[], now)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    Ok(review::review(
+        &credentials,
+        &review::Expiring::of(policy),
+        &uses,
+        &first_loaded,
+        now,
+        within,
+    ))
 }
 
-pub fn write_review(rows: &[Row], json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+/// Prints review lines (as `veto_server::grants::row_json` makes them, or as the server
+/// sends them): JSON lines, or a table.
+pub fn write_review(
+    rows: &[serde_json::Value],
+    json: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     if json {
         for r in rows {
-            let j = serde_json::json!({
-                "kind": r.kind,
-                "rule": r.rule,
-                "machine": r.machine,
-                "last_used": r.last_used,
-                "expires_at": r.expires_at,
-                "state": r.state,
-            });
-            writeln!(out, "{j}")?;
+            writeln!(out, "{r}")?;
         }
         return Ok(());
     }
-    let or = |s: &Option<String>, d: &str| s.clone().unwrap_or_else(|| d.to_string());
+    let field = |r: &serde_json::Value, k: &str, d: &str| r[k].as_str().unwrap_or(d).to_string();
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
-                r.state.to_string(),
-                r.kind.to_string(),
-                or(&r.rule, "-"),
-                r.machine.clone(),
-                or(&r.last_used, "never"),
-                or(&r.expires_at, "never"),
+                field(r, "state", "?"),
+                field(r, "kind", "?"),
+                field(r, "rule", "-"),
+                field(r, "machine", "?"),
+                field(r, "last_used", "never"),
+                field(r, "expires_at", "never"),
             ]
         })
         .collect();

@@ -43,7 +43,7 @@ fn shipped_path(data: &Path) -> PathBuf {
     data.join("agent-shipped")
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -108,7 +108,7 @@ pub fn initial(data: &Path) -> Result<(Active, Vec<OwnedOptOut>, String), String
 }
 
 /// Writes a file whole: a temporary file renamed over it.
-fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     std::fs::File::open(&tmp)?.sync_all()?;
@@ -200,13 +200,36 @@ fn set_credentials(shared: &Shared, cfg: &str, uses: &Arc<Uses>) {
     }
 }
 
-/// Starts the agent's three loops: config stream, audit shipping, status.
-pub fn start(shared: Arc<Shared>, data: PathBuf, args: AgentArgs) {
+/// A running agent: what its last status report needs.
+pub struct Agent {
+    shared: Arc<Shared>,
+    data: PathBuf,
+    args: Arc<AgentArgs>,
+    uses: Arc<Uses>,
+}
+
+impl Agent {
+    /// At a clean stop: one last status report, so the uses seen since the
+    /// previous one reach the server (given two seconds at most).
+    pub async fn stop(&self) {
+        let last = report(&self.shared, &self.data, &self.args, &self.uses);
+        match tokio::time::timeout(Duration::from_secs(2), last).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("veto: agent: the last status report failed: {e}"),
+            Err(_) => eprintln!("veto: agent: the last status report timed out"),
+        }
+    }
+}
+
+/// Starts the agent's loops: config stream, audit shipping, opt-out
+/// expiry, status.
+pub fn start(shared: Arc<Shared>, data: PathBuf, args: AgentArgs) -> Agent {
     let a = Arc::new(args);
     let uses: Arc<Uses> = Arc::default();
     if let Ok(cfg) = std::fs::read_to_string(cache_path(&data)) {
         set_credentials(&shared, &cfg, &uses);
     }
+    crate::agent_grants::load_cached(&shared, &data);
     {
         let (shared, data, a) = (shared.clone(), data.clone(), a.clone());
         let uses = uses.clone();
@@ -220,7 +243,14 @@ pub fn start(shared: Arc<Shared>, data: PathBuf, args: AgentArgs) {
         let (shared, data) = (shared.clone(), data.clone());
         tokio::spawn(async move { expiry_loop(shared, data).await });
     }
+    let agent = Agent {
+        shared: shared.clone(),
+        data: data.clone(),
+        args: a.clone(),
+        uses: uses.clone(),
+    };
     tokio::spawn(async move { status_loop(shared, data, a, uses).await });
+    agent
 }
 
 /// Opt-outs that expire leave force on time even when the server cannot
@@ -453,10 +483,10 @@ async fn stream_config(
             let mut payload = String::new();
             for line in event.lines() {
                 if let Some(v) = line.strip_prefix("event:") {
-                    name = if v.trim() == "config" {
-                        "config"
-                    } else {
-                        "other"
+                    name = match v.trim() {
+                        "config" => "config",
+                        "grants" => "grants",
+                        _ => "other",
                     };
                 } else if let Some(v) = line.strip_prefix("data:") {
                     if !payload.is_empty() {
@@ -465,8 +495,11 @@ async fn stream_config(
                     payload.push_str(v.strip_prefix(' ').unwrap_or(v));
                 }
             }
-            if name == "config" && !payload.is_empty() {
-                apply(shared, data, &payload, uses).await;
+            match name {
+                _ if payload.is_empty() => {}
+                "config" => apply(shared, data, &payload, uses).await,
+                "grants" => crate::agent_grants::apply(shared, data, &payload).await,
+                _ => {}
             }
         }
         scanned = buf.len().saturating_sub(1);
@@ -565,47 +598,59 @@ async fn status_loop(shared: Arc<Shared>, data: PathBuf, a: Arc<AgentArgs>, uses
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let db = veto_audit::db_path(&data);
-        let head = tokio::task::spawn_blocking(move || {
-            veto_audit::open_ro(&db)
-                .and_then(|c| veto_audit::head(&c))
-                .map(|(seq, _)| seq)
-                .unwrap_or(0)
-        })
-        .await
-        .unwrap_or(0);
-        let spool = (head - shipped(&data)).max(0);
-        let batch = uses.take_unwritten();
-        let reported: Vec<serde_json::Value> = batch
-            .iter()
-            .map(|(m, t)| serde_json::json!({"machine": m, "at": t}))
-            .collect();
-        let body = serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "policy_hash": shared.policy.load().policy.hash(),
-            "spool": spool,
-            "uses": reported,
-        })
-        .to_string();
-        let sent = async {
-            let (mut send, authority) = connect(&a).await?;
-            let req = request(
-                "POST",
-                &authority,
-                "/v1/agent/status",
-                &a.token,
-                Bytes::from(body),
-            )?;
-            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-            if resp.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("the server answered {}", resp.status()))
-            }
-        };
-        if let Err(e) = sent.await {
+        if let Err(e) = report(&shared, &data, &a, &uses).await {
             tracing::debug!(error = %e, "cannot report status to the server");
-            uses.unwritten(batch);
         }
     }
+}
+
+/// One status report, with the credential and grant uses seen since the
+/// last; a failed report gives them back for the next.
+async fn report(shared: &Shared, data: &Path, a: &AgentArgs, uses: &Uses) -> Result<(), String> {
+    let db = veto_audit::db_path(data);
+    let head = tokio::task::spawn_blocking(move || {
+        veto_audit::open_ro(&db)
+            .and_then(|c| veto_audit::head(&c))
+            .map(|(seq, _)| seq)
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0);
+    let spool = (head - shipped(data)).max(0);
+    let batch = uses.take_unwritten();
+    let reported: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|(m, t)| serde_json::json!({"machine": m, "at": t}))
+        .collect();
+    let (grant_uses, grant_batch) = crate::agent_grants::take(shared);
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "policy_hash": shared.policy.load().policy.hash(),
+        "spool": spool,
+        "uses": reported,
+        "grant_uses": grant_uses,
+    })
+    .to_string();
+    let sent = async {
+        let (mut send, authority) = connect(a).await?;
+        let req = request(
+            "POST",
+            &authority,
+            "/v1/agent/status",
+            &a.token,
+            Bytes::from(body),
+        )?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the server answered {}", resp.status()))
+        }
+    };
+    let result = sent.await;
+    if result.is_err() {
+        uses.unwritten(batch);
+        crate::agent_grants::unreported(shared, grant_batch);
+    }
+    result
 }

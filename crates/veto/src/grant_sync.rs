@@ -75,66 +75,52 @@ enum Done {
 
 /// Grants that lapsed since the last sweep, each reported once.
 pub fn lapsed(shared: &Shared, store: &Store) -> Result<Vec<Report>, String> {
-    let now = unix_now();
     let active = shared.policy.load();
-    let uses = shared.grants.uses();
+    let rules = veto_identity::review::Expiring::of(&active.policy);
+    let uses: Vec<GrantUse> = shared
+        .grants
+        .uses()
+        .into_iter()
+        .map(|(rule, machine, last_used)| GrantUse {
+            rule,
+            machine,
+            last_used,
+        })
+        .collect();
+    let first_loaded = rules
+        .iter()
+        .filter_map(|r| {
+            veto_policy::Grants::first_loaded(&shared.grants, &r.rule).map(|t| (r.rule.clone(), t))
+        })
+        .collect();
     let mut out = Vec::new();
-    for rule in active.policy.document().rules.iter() {
-        let Some(idle) = rule.expire_if_unused else {
-            continue;
-        };
-        let idle = idle as i64;
-        let id = rule.id.as_str();
-        let mut any = false;
-        for (_, machine, last) in uses.iter().filter(|(r, _, _)| r == id) {
-            any = true;
-            if now - last >= idle
-                && !store
-                    .grant_expiry_reported(id, machine, *last)
-                    .map_err(|e| e.to_string())?
-            {
-                out.push(expired(id, machine, Some(*last), *last, *last + idle, idle));
-            }
-        }
-        // Never used by anyone: it lapsed for every machine at once.
-        let first = veto_policy::Grants::first_loaded(&shared.grants, id);
-        if let (false, Some(first)) = (any, first)
-            && now - first >= idle
-            && !store
-                .grant_expiry_reported(id, "*", first)
-                .map_err(|e| e.to_string())?
+    for l in veto_identity::review::lapsed(&rules, &uses, &first_loaded, unix_now()) {
+        if !store
+            .grant_expiry_reported(&l.rule, &l.machine, l.since)
+            .map_err(|e| e.to_string())?
         {
-            out.push(expired(id, "*", None, first, first + idle, idle));
+            out.push(expired(l));
         }
     }
     Ok(out)
 }
 
-fn expired(rule: &str, machine: &str, last: Option<i64>, since: i64, at: i64, idle: i64) -> Report {
+fn expired(l: veto_identity::review::Lapse) -> Report {
     let fmt = veto_identity::format_time;
-    let who = if machine == "*" {
-        "every machine (never used since it was loaded)".to_string()
-    } else {
-        format!("machine `{machine}`")
-    };
     Report {
-        done: Done::Expiry {
-            rule: rule.to_string(),
-            machine: machine.to_string(),
-            since,
-        },
         event: "grant-expired",
-        reason: format!(
-            "grant `{rule}` expired for {who}: unused for {} (last used {})",
-            veto_policy::format_duration(idle as u64),
-            last.map_or_else(|| "never".to_string(), fmt)
-        ),
+        reason: l.reason(),
         detail: serde_json::json!({
-            "rule": rule,
-            "machine": machine,
-            "last_used": last.map(fmt),
-            "expired_at": fmt(at),
+            "rule": l.rule,
+            "machine": l.machine,
+            "last_used": l.last_used.map(fmt),
+            "expired_at": fmt(l.expired_at()),
         }),
+        done: Done::Expiry {
+            rule: l.rule,
+            machine: l.machine,
+            since: l.since,
+        },
     }
 }
 

@@ -63,13 +63,10 @@ pub struct Identities {
 /// Opens the store (making it if needed), reads grant use back into the
 /// proxy, then keeps both in step in the background. The returned handle
 /// flushes once more at shutdown.
-/// `local_credentials`: false for an agent, whose machines come from its
-/// server (grants are still kept here).
 pub fn start(
     shared: Arc<Shared>,
     data: PathBuf,
     control: Arc<veto_control::Store>,
-    local_credentials: bool,
 ) -> Result<Arc<Identities>, String> {
     let store = Arc::new(Store::open(&data).map_err(|e| format!("the identity store: {e}"))?);
     crate::grant_sync::load(&shared, &store)?;
@@ -96,9 +93,7 @@ pub fn start(
         creds,
         uses: me.uses.clone(),
     });
-    if local_credentials {
-        shared.credentials.store(Arc::new(boxed));
-    }
+    shared.credentials.store(Arc::new(boxed));
     let watcher = me.clone();
     tokio::spawn(async move {
         let mut seen: Option<i64> = Some(first);
@@ -135,9 +130,7 @@ pub fn start(
                         creds,
                         uses: watcher.uses.clone(),
                     });
-                    if local_credentials {
-                        watcher.shared.credentials.store(Arc::new(boxed));
-                    }
+                    watcher.shared.credentials.store(Arc::new(boxed));
                     crate::grant_sync::report(
                         &watcher.shared,
                         &watcher.control,

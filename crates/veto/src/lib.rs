@@ -4,6 +4,7 @@
 pub mod access_cmd;
 pub mod admin_client;
 pub mod agent;
+mod agent_grants;
 pub mod audit_cmd;
 pub mod bench;
 pub mod explain;

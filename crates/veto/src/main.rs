@@ -469,6 +469,8 @@ enum AccessCommand {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        via: ServerOpt,
     },
     /// Renew a grant for a machine: it counts as used now.
     Renew {
@@ -484,6 +486,8 @@ enum AccessCommand {
         policy: Option<PathBuf>,
         #[command(flatten)]
         data: DataArg,
+        #[command(flatten)]
+        via: ServerOpt,
     },
     /// Revoke machine credentials unused for --unused (never used: since
     /// they were created).
@@ -530,10 +534,21 @@ fn access(cmd: AccessCommand) -> Result<ExitCode> {
             policy,
             within,
             json,
+            via,
         } => {
-            let policy = policy_for(policy, true)?.expect("the starter policy");
-            let rows = veto::access_cmd::review(&data.data, &policy, within.as_secs() as i64)
-                .map_err(anyhow::Error::msg)?;
+            let path = format!("/v1/access?within={}", within.as_secs());
+            let rows: Vec<serde_json::Value> = match via.call(&data.data, "GET", &path, None)? {
+                // The fleet's: credentials and grants as the server keeps them.
+                Some(v) => serde_json::from_value(v)?,
+                None => {
+                    let policy = policy_for(policy, true)?.expect("the starter policy");
+                    veto::access_cmd::review(&data.data, &policy, within.as_secs() as i64)
+                        .map_err(anyhow::Error::msg)?
+                        .iter()
+                        .map(veto_server::grants::row_json)
+                        .collect()
+                }
+            };
             match veto::access_cmd::write_review(&rows, json, &mut std::io::stdout().lock()) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
                 _ => {}
@@ -545,7 +560,16 @@ fn access(cmd: AccessCommand) -> Result<ExitCode> {
             reason,
             policy,
             data,
+            via,
         } => {
+            let body = serde_json::json!({"rule": rule, "machine": machine, "reason": reason});
+            if let Some(r) = via.call(&data.data, "POST", "/v1/grants/renew", Some(body))? {
+                say!(
+                    "grant `{rule}` renewed for `{machine}` on every agent: counts as used at {}",
+                    r["last_used"].as_str().unwrap_or("?")
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let policy = policy_for(policy, false)?;
             let at = veto::access_cmd::renew(&data.data, policy.as_ref(), &rule, &machine, &reason)
                 .map_err(anyhow::Error::msg)?;

@@ -353,6 +353,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     }
     println!("veto: {tls_line}");
     println!("veto: proxy listening on http://{local} (set HTTP_PROXY and HTTPS_PROXY to it)");
+    let mut agent = None;
     let (stop_admin, admin_task) = match &args.agent {
         Some(a) => {
             // Outbound only: no port for management.
@@ -360,7 +361,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 "veto: agent mode: no admin port; managed by {} (status, audit and config over outbound connections)",
                 a.server
             );
-            crate::agent::start(shared.clone(), args.data.clone(), a.clone());
+            agent = Some(crate::agent::start(
+                shared.clone(),
+                args.data.clone(),
+                a.clone(),
+            ));
             (None, None)
         }
         None => {
@@ -369,12 +374,16 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         }
     };
 
-    let identities = crate::identity_sync::start(
-        shared.clone(),
-        args.data.clone(),
-        control.clone(),
-        args.agent.is_none(),
-    )?;
+    // An agent's machines and grants are its server's: it keeps no
+    // identity store of its own.
+    let identities = match &args.agent {
+        Some(_) => None,
+        None => Some(crate::identity_sync::start(
+            shared.clone(),
+            args.data.clone(),
+            control.clone(),
+        )?),
+    };
     if args.retention != veto_audit::Retention::default() {
         if args.agent.is_some() {
             // An agent's trail is its spool: pruning could remove entries
@@ -433,7 +442,12 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     };
     veto_proxy::serve(listener, tls, shared, shutdown).await;
     // Uses seen since the last batch: written before veto exits.
-    identities.flush().await;
+    if let Some(identities) = &identities {
+        identities.flush().await;
+    }
+    if let Some(agent) = &agent {
+        agent.stop().await;
+    }
     if let (Some(stop), Some(task)) = (stop_admin, admin_task) {
         let _ = stop.send(());
         // Live streams never end by themselves; do not wait long for them.

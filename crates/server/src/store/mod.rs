@@ -8,8 +8,11 @@
 //! `NOTIFY veto_changes` for PostgreSQL, so that every replica's agents
 //! hear it (`Store::subscribe`).
 
+mod grants;
 mod pg;
 mod sqlite;
+
+pub use grants::{GrantState, GrantUse};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -110,12 +113,13 @@ impl std::str::FromStr for Location {
     }
 }
 
+#[derive(Clone)]
 pub enum Store {
     Sqlite(sqlite::Sqlite),
     Postgres(pg::Pg),
 }
 
-pub(crate) fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -391,6 +395,67 @@ impl Store {
 }
 
 /// A batch must start at most one past what is stored.
+impl Store {
+    /// Grant uses agents reported (merged: the latest use counts).
+    pub async fn grant_uses(&self, uses: Vec<GrantUse>) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.grant_uses(&uses), p => p.grant_uses(&uses).await)
+    }
+
+    /// Every grant use and when each expiring rule was first pushed.
+    pub async fn grants(&self) -> Result<GrantState, StoreError> {
+        dispatch!(self, s => s.grants(), p => p.grants().await)
+    }
+
+    /// Notes expiring rules of a policy just pushed: a rule id seen for
+    /// the first time starts its idle clock at `at`.
+    pub async fn grant_rules_loaded(&self, rules: Vec<String>, at: i64) -> Result<(), StoreError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.grant_rules_loaded(&rules, at), p => p.grant_rules_loaded(&rules, at).await)
+    }
+
+    /// Renews a grant: it counts as used now. Logged with who and why, and
+    /// announced, so agents hear it at once. Returns the new last use.
+    pub async fn grant_renew(
+        &self,
+        rule: String,
+        machine: String,
+        actor: String,
+        reason: String,
+    ) -> Result<i64, StoreError> {
+        if reason.trim().is_empty() {
+            return Err(StoreError::Invalid("a renewal needs a reason".into()));
+        }
+        dispatch!(self,
+            s => s.grant_renew(&rule, &machine, &actor, reason.trim()),
+            p => p.grant_renew(&rule, &machine, &actor, reason.trim()).await)
+    }
+
+    /// Logs a lapsed grant in the change log, once across every replica:
+    /// true if this call logged it.
+    pub async fn grant_expired(
+        &self,
+        lapse: &veto_identity::review::Lapse,
+    ) -> Result<bool, StoreError> {
+        let fmt = veto_identity::format_time;
+        let reason = lapse.reason();
+        let detail = serde_json::json!({
+            "rule": lapse.rule,
+            "machine": lapse.machine,
+            "last_used": lapse.last_used.map(fmt),
+            "expired_at": fmt(lapse.expired_at()),
+        });
+        let (rule, machine, since) = (lapse.rule.clone(), lapse.machine.clone(), lapse.since);
+        dispatch!(self,
+            s => s.grant_expired(&rule, &machine, since, &reason, &detail),
+            p => p.grant_expired(&rule, &machine, since, &reason, &detail).await)
+    }
+}
+
 pub(crate) fn no_gap(stored_max: Option<i64>, entries: &[Entry]) -> Result<(), StoreError> {
     let next = stored_max.unwrap_or(0) + 1;
     match entries.iter().map(|e| e.seq).min() {
@@ -483,4 +548,5 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         old_until  BIGINT
     );",
     ),
+    (3, grants::MIGRATION),
 ];

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, broadcast};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
+#[derive(Clone)]
 pub struct Pg {
     url: String,
     client: Arc<Mutex<Client>>,
@@ -94,8 +95,8 @@ fn optout_row(r: &Row) -> OptOut {
 
 const SELECT_OPTOUT: &str = "SELECT id, kind, value, reason, created, expires, actor FROM optouts";
 const SELECT_POLICY: &str = "SELECT version, hash, text, actor, reason, time FROM policies";
-const LOG: &str = "INSERT INTO changes(time, actor, action, reason, before, after) VALUES ($1, $2, $3, $4, $5, $6)";
-const NOTIFY: &str = "SELECT pg_notify('veto_changes', '')";
+pub(super) const LOG: &str = "INSERT INTO changes(time, actor, action, reason, before, after) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(super) const NOTIFY: &str = "SELECT pg_notify('veto_changes', '')";
 
 impl Pg {
     pub async fn open(url: &str) -> Result<Pg, StoreError> {
@@ -137,7 +138,7 @@ impl Pg {
     /// The connection, made again if PostgreSQL dropped it (a restart, a
     /// failover): the first call after fails over to a new connection
     /// instead of answering 503 until veto restarts.
-    async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, StoreError> {
+    pub(super) async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, StoreError> {
         let mut c = self.client.lock().await;
         if c.is_closed() {
             *c = connect(&self.url).await?;

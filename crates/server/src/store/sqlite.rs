@@ -71,7 +71,7 @@ fn policy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyVersion> {
     })
 }
 
-fn log(
+pub(super) fn log(
     tx: &rusqlite::Transaction<'_>,
     actor: &str,
     action: &str,
@@ -122,11 +122,11 @@ impl Sqlite {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn announce(&self) {
+    pub(super) fn announce(&self) {
         let _ = self.changed.send(());
     }
 
