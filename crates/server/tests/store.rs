@@ -18,7 +18,7 @@ fn admin_url() -> String {
 /// A fresh database on the test server, dropped afterwards.
 pub struct PgDb {
     pub url: String,
-    name: String,
+    pub name: String,
 }
 
 impl PgDb {
@@ -500,4 +500,122 @@ async fn grants_keep_the_latest_use_and_log_renewals_and_lapses_once() {
         assert!(s.grant_expired(&again).await.unwrap());
     })
     .await;
+}
+
+/// The test server over TLS (`scripts/test` provides it): a URL with
+/// `sslmode=verify-full` and `sslrootcert`, for database `db`.
+fn tls_url(db: &str) -> String {
+    let url = std::env::var("VETO_TEST_POSTGRES_TLS").unwrap_or_else(|_| {
+        "postgres://postgres@localhost:5432/postgres?sslmode=verify-full\
+         &sslrootcert=/etc/ssl/certs/ssl-cert-snakeoil.pem&hostaddr=127.0.0.1"
+            .into()
+    });
+    let (base, query) = url.split_once('?').expect("a TLS URL has options");
+    format!("{}/{db}?{query}", base.rsplit_once('/').unwrap().0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_is_verified() {
+    let db = PgDb::new().await;
+    let url = tls_url(&db.name);
+    let s = Store::open(&Location::Postgres(url.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL over TLS at {url}: {e}"));
+    s.policy_push(
+        "t".into(),
+        "h".into(),
+        "ops".into(),
+        "over TLS".into(),
+        "policy.push",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.policy_current().await.unwrap().unwrap().text, "t");
+    // The sessions really are TLS (asked of the server, not assumed).
+    let check = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await;
+    let (c, conn) = check.unwrap();
+    tokio::spawn(conn);
+    let tls_sessions: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+              WHERE a.datname = $1 AND s.ssl",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tls_sessions >= 1, "no TLS session to {}", db.name);
+
+    // A certificate that does not chain to the given root is refused...
+    let wrong_root = url
+        .split('&')
+        .map(|p| {
+            if p.starts_with("sslrootcert=") {
+                "sslrootcert=/etc/ssl/certs/ca-certificates.crt".to_string()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let e = Store::open(&Location::Postgres(wrong_root)).await.err();
+    let e = e.expect("an unverifiable server was accepted").to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // ... and so is the right certificate under another name.
+    let wrong_name = url.replace("@localhost:", "@127.0.0.1:");
+    let e = Store::open(&Location::Postgres(wrong_name)).await.err();
+    let e = e
+        .expect("a certificate for another name was accepted")
+        .to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queries_share_a_bounded_pool() {
+    let db = PgDb::new().await;
+    let url = format!("{}?pool_max_size=3&application_name=veto_pool_test", db.url);
+    let s = Store::open(&Location::Postgres(url)).await.unwrap();
+    let (mut c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Hold the change log locked: every read of it waits, each on a
+    // connection of its own, up to the pool's size; the rest queue.
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE changes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.changes().await.unwrap() })
+        })
+        .collect();
+    let (c2, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let count = || async {
+        c2.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'veto_pool_test'",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    // Three pooled connections plus the LISTEN one, and never more.
+    let t = std::time::Instant::now();
+    while count().await < 4 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count().await, 4);
+    tx.rollback().await.unwrap();
+    for call in calls {
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the queued reads finish once the lock is gone")
+            .unwrap();
+    }
 }

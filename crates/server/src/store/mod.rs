@@ -10,6 +10,7 @@
 
 mod grants;
 mod pg;
+mod pg_conn;
 mod sqlite;
 
 pub use grants::{GrantState, GrantUse};
@@ -22,7 +23,9 @@ pub use veto_control::{Change, OptOut, Target};
 pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    /// Shown with its causes: "error performing TLS handshake" alone
+    /// would not say that the certificate was the trouble.
+    #[error("PostgreSQL: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Invalid(String),
@@ -31,8 +34,24 @@ pub enum StoreError {
     /// What was sent disagrees with what is stored.
     #[error("{0}")]
     Conflict(String),
+    #[error("PostgreSQL connection pool: {0}")]
+    Pool(String),
     #[error("the store's worker failed: {0}")]
     Join(String),
+}
+
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// One version of the policy. Versions are never edited or deleted; a

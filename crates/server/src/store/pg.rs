@@ -8,68 +8,17 @@ use super::sqlite::{change, target};
 use super::{
     Agent, Change, Entry, MIGRATIONS, Machine, OptOut, PolicyVersion, StoreError, Target, unix_now,
 };
-use futures_util::StreamExt;
-use std::sync::Arc;
-use tokio::sync::{Mutex, broadcast};
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+use tokio::sync::broadcast;
+use tokio_postgres::Row;
 
 #[derive(Clone)]
 pub struct Pg {
-    url: String,
-    client: Arc<Mutex<Client>>,
+    pool: deadpool_postgres::Pool,
     pub(super) changed: broadcast::Sender<()>,
 }
 
 /// Any fixed number: replicas starting together migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x7665_746f;
-
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::error!(error = %e, "PostgreSQL connection lost");
-        }
-    });
-    Ok(client)
-}
-
-/// Listens for `veto_changes` and re-listens after a lost connection
-/// (announcing then too: something may have changed meanwhile).
-fn listen(url: String, changed: broadcast::Sender<()>) {
-    tokio::spawn(async move {
-        loop {
-            match tokio_postgres::connect(&url, NoTls).await {
-                Ok((client, mut conn)) => {
-                    let tx = changed.clone();
-                    let pump = tokio::spawn(async move {
-                        let mut messages =
-                            futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-                        while let Some(m) = messages.next().await {
-                            match m {
-                                Ok(AsyncMessage::Notification(_)) => {
-                                    let _ = tx.send(());
-                                }
-                                Ok(_) => {}
-                                Err(e) => {
-                                    tracing::error!(error = %e, "PostgreSQL LISTEN connection lost");
-                                    break;
-                                }
-                            }
-                        }
-                    });
-                    if let Err(e) = client.batch_execute("LISTEN veto_changes").await {
-                        tracing::error!(error = %e, "cannot LISTEN on PostgreSQL");
-                    } else {
-                        let _ = changed.send(());
-                    }
-                    let _ = pump.await;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot reach PostgreSQL to LISTEN"),
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    });
-}
 
 fn policy_row(r: &Row) -> PolicyVersion {
     PolicyVersion {
@@ -100,50 +49,52 @@ pub(super) const NOTIFY: &str = "SELECT pg_notify('veto_changes', '')";
 
 impl Pg {
     pub async fn open(url: &str) -> Result<Pg, StoreError> {
-        let mut client = connect(url).await?;
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
-        )
-        .await?;
-        for (v, sql) in MIGRATIONS {
-            let done = tx
-                .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[v])
-                .await?
-                .is_some();
-            if !done {
-                let sql = sql
-                    .replace("{serial}", "BIGSERIAL PRIMARY KEY")
-                    .replace("{blob}", "BYTEA");
-                tx.batch_execute(&sql).await?;
-                tx.execute(
-                    "INSERT INTO schema_migrations(version, applied) VALUES ($1, $2)",
-                    &[v, &unix_now()],
-                )
+        let target = super::pg_conn::Target::parse(url)?;
+        let pool = target.pool()?;
+        let pg = Pg {
+            pool,
+            changed: broadcast::channel(64).0,
+        };
+        {
+            let mut client = pg.conn().await?;
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
+            )
+            .await?;
+            for (v, sql) in MIGRATIONS {
+                let done = tx
+                    .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[v])
+                    .await?
+                    .is_some();
+                if !done {
+                    let sql = sql
+                        .replace("{serial}", "BIGSERIAL PRIMARY KEY")
+                        .replace("{blob}", "BYTEA");
+                    tx.batch_execute(&sql).await?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations(version, applied) VALUES ($1, $2)",
+                        &[v, &unix_now()],
+                    )
+                    .await?;
+                }
             }
+            tx.commit().await?;
         }
-        tx.commit().await?;
-        let changed = broadcast::channel(64).0;
-        listen(url.to_string(), changed.clone());
-        Ok(Pg {
-            url: url.to_string(),
-            client: Arc::new(Mutex::new(client)),
-            changed,
-        })
+        target.listen(pg.changed.clone());
+        Ok(pg)
     }
 
-    /// The connection, made again if PostgreSQL dropped it (a restart, a
-    /// failover): the first call after fails over to a new connection
-    /// instead of answering 503 until veto restarts.
-    pub(super) async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, StoreError> {
-        let mut c = self.client.lock().await;
-        if c.is_closed() {
-            *c = connect(&self.url).await?;
-        }
-        Ok(c)
+    /// A pooled connection. One the server dropped (a restart, a failover)
+    /// is replaced when taken, so the first call after fails over to a new
+    /// connection instead of answering 503 until veto restarts.
+    pub(super) async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::Pool(other.to_string()),
+        })
     }
 
     pub async fn policy(&self, v: Option<i64>) -> Result<Option<PolicyVersion>, StoreError> {
