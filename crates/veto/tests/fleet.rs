@@ -528,7 +528,12 @@ fn the_server_dashboard_shows_agents_and_acts_on_optouts() {
     let sdata = dir.path().join("server");
     let store = format!("sqlite:{}", sdata.join("control.db").display());
     let srv = server(&store, &sdata, "127.0.0.1:0");
-    let allow = write(dir.path(), "allow.yaml", ALLOW);
+    // `lab` is a grant here, so the access review has a row to renew.
+    let allow = write(
+        dir.path(),
+        "allow.yaml",
+        &format!("{ALLOW}    expire_if_unused: 30d\n"),
+    );
     cli(
         srv.addr,
         &sdata,
@@ -564,6 +569,25 @@ fn the_server_dashboard_shows_agents_and_acts_on_optouts() {
     assert!(within(Duration::from_secs(3), || status(&edge, &url) == 403).is_some());
     b.until("the change log shows it", 5, |b| {
         b.text_of("#changes").contains("optout.add")
+    });
+
+    // The access review shows the grant the agent's traffic used, and an
+    // operator renews it from the page (the reason typed into the prompt).
+    b.until("the grant's use shows", 10, |b| {
+        b.find("#access tr[data-kind=grant][data-machine=anonymous]")
+            .is_some()
+    });
+    b.script(
+        "window.prompt = () => 'renewed from the dashboard';",
+        serde_json::json!([]),
+    );
+    b.click(
+        &b.find("#access tr[data-machine=anonymous] button.renew")
+            .unwrap(),
+    );
+    b.until("the renewal is in the change log", 5, |b| {
+        let log = b.text_of("#changes");
+        log.contains("grant.renew") && log.contains("renewed from the dashboard")
     });
     b.screenshot("server-dashboard");
 
