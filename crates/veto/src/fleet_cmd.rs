@@ -7,7 +7,9 @@ pub struct ServerCli {
     /// Where the API listens (agents dial in here; people and the CLI too).
     #[arg(long, default_value = "127.0.0.1:9190")]
     pub listen: std::net::SocketAddr,
-    /// `sqlite:PATH` (default) or `postgres://USER@HOST/DB` (replicas share one).
+    /// `sqlite:PATH` (default) or `postgres://USER@HOST/DB` (replicas share
+    /// one; add `?sslmode=verify-full&sslrootcert=CA.pem` for verified TLS,
+    /// `&pool_max_size=N` for the pool's size).
     #[arg(long, default_value = "sqlite:.veto-server/control.db")]
     pub store: String,
     /// Where the admin, operator and viewer tokens are kept (made on first start).
