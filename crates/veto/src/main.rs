@@ -1451,6 +1451,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// mimalloc: the request path allocates per request (hyper's buffers,
+/// the audit record), and glibc's malloc spent ~7% of veto's CPU under
+/// load in arenas and consolidation (perf, BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
