@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Veto, curl, tls};
+use common::{Veto, curl, eventually, tls};
 use std::process::Command;
 
 const POLICY: &str = "version: 1
@@ -235,10 +235,14 @@ fn tunnels_no_rule_needs_to_see_are_never_opened() {
     let url = format!("https://pinned.test:{}/pinned", up.addr.port());
     let (status, _, body) = curl(&veto.proxy_url(), &["--cacert", &ca, &url]);
     assert_eq!(status, 200, "{body}");
+    // Decided before any byte, the tunnel is recorded as `tcp` until its
+    // completion (written once it closes, after the answer) says `tls`.
+    assert!(eventually(|| {
+        let recs = veto.records(&["--host", "pinned.test"]);
+        recs.len() == 1 && recs[0]["protocol"] == "tls"
+    }));
     let recs = veto.records(&["--host", "pinned.test"]);
-    assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["rule"], "lab");
-    assert_eq!(recs[0]["protocol"], "tls");
 }
 
 #[test]
