@@ -11,11 +11,12 @@
 //!   replica sees it first.
 //!
 //! Uses are not announced one by one (they come with every agent's status
-//! report, every 2 s): the `grants` event is recomputed on every announced
-//! change and once a second otherwise (the same cadence as the config's
-//! expiring opt-outs), and sent only when it differs. So a use reaches the
-//! other agents within about 3 s, while a renewal or a new policy is heard
-//! at once.
+//! report, every 2 s). The `grants` event (the whole snapshot) is sent at
+//! once after an announced change (a renewal, a new policy); a snapshot
+//! that changed only by uses waits a quarter of the shortest idle period in
+//! force, between 1 and 10 s, so busy fleets are not flooded with
+//! snapshots while every agent still learns of a use long before the grant
+//! could lapse. Lapses are checked once a second.
 
 use crate::api::{App, error};
 use crate::auth::Role;
@@ -32,6 +33,8 @@ use veto_identity::review::{self, Expiring};
 
 /// How often the fleet's uses are read when nothing was announced.
 const EVERY: Duration = Duration::from_secs(1);
+/// The longest a changed snapshot waits (see above).
+const MAX_HOLD: Duration = Duration::from_secs(10);
 
 /// The `grants` event: every use, and when each expiring rule was first
 /// pushed.
@@ -66,23 +69,51 @@ pub async fn watch(store: Store, tx: watch::Sender<Arc<String>>) {
     let mut current: Option<Current> = None;
     // Lapses known to be in the change log: asked of the store once each.
     let mut logged: HashSet<(String, String, i64)> = HashSet::new();
+    let mut sent = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = heard.recv() => {}
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = once(&store, &tx, &mut current, &mut logged).await {
+        let announced = tokio::select! {
+            _ = heard.recv() => true,
+            _ = tick.tick() => false,
+        };
+        let w = Watch {
+            announced,
+            sent: &mut sent,
+            current: &mut current,
+            logged: &mut logged,
+        };
+        if let Err(e) = once(&store, &tx, w).await {
             tracing::error!(error = %e, "cannot bring the fleet's grants up to date");
         }
     }
 }
 
+/// What the watcher carries from one round to the next.
+struct Watch<'a> {
+    /// This round follows an announced change: send without waiting.
+    announced: bool,
+    sent: &'a mut tokio::time::Instant,
+    current: &'a mut Option<Current>,
+    logged: &'a mut HashSet<(String, String, i64)>,
+}
+
+fn hold(rules: &[Expiring]) -> Duration {
+    let shortest = rules.iter().map(|r| r.idle.max(0) as u64).min();
+    shortest.map_or(MAX_HOLD, |s| {
+        Duration::from_millis(s.saturating_mul(250)).clamp(EVERY, MAX_HOLD)
+    })
+}
+
 async fn once(
     store: &Store,
     tx: &watch::Sender<Arc<String>>,
-    current: &mut Option<Current>,
-    logged: &mut HashSet<(String, String, i64)>,
+    w: Watch<'_>,
 ) -> Result<(), StoreError> {
+    let Watch {
+        announced,
+        sent,
+        current,
+        logged,
+    } = w;
     let now = unix_now();
     let policy = store.policy_current().await?;
     if let Some(p) = &policy
@@ -105,12 +136,15 @@ async fn once(
             rules,
         });
     }
-    let state = store.grants().await?;
-    let event = grants_json(&state);
-    if event != **tx.borrow() {
-        let _ = tx.send(Arc::new(event));
-    }
     let rules = current.as_ref().map_or(&[][..], |c| &c.rules[..]);
+    let state = store.grants().await?;
+    if announced || sent.elapsed() >= hold(rules) {
+        let event = grants_json(&state);
+        if event != **tx.borrow() {
+            let _ = tx.send(Arc::new(event));
+            *sent = tokio::time::Instant::now();
+        }
+    }
     for l in review::lapsed(rules, &state.uses, &state.first_loaded, now) {
         let key = (l.rule.clone(), l.machine.clone(), l.since);
         if logged.contains(&key) {
@@ -236,8 +270,11 @@ pub async fn renew(State(app): State<Arc<App>>, h: HeaderMap, body: axum::body::
         }
         Some(true) => {}
     }
-    if r.machine.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "a renewal names a machine");
+    if r.machine.trim().is_empty() || r.machine == "*" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a renewal names a machine (`*` in the review stands for every machine that never used the grant)",
+        );
     }
     match app
         .store
@@ -251,5 +288,23 @@ pub async fn renew(State(app): State<Arc<App>>, h: HeaderMap, body: axum::body::
         }))
         .into_response(),
         Err(e) => crate::api::store_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_wait_a_quarter_of_the_shortest_idle_period_within_bounds() {
+        let r = |idle| Expiring {
+            rule: "r".into(),
+            idle,
+        };
+        assert_eq!(hold(&[]), MAX_HOLD);
+        assert_eq!(hold(&[r(8)]), Duration::from_secs(2));
+        assert_eq!(hold(&[r(30 * 86_400), r(20)]), Duration::from_secs(5));
+        assert_eq!(hold(&[r(1)]), EVERY);
+        assert_eq!(hold(&[r(3600)]), MAX_HOLD);
     }
 }

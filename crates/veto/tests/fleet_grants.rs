@@ -164,6 +164,21 @@ fn a_grant_lives_lapses_and_is_renewed_fleet_wide() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("no rule `nope`"), "{err}");
+    let (code, _, err) = cli(
+        addr,
+        &sdata,
+        &[
+            "access",
+            "renew",
+            "g",
+            "--machine",
+            "*",
+            "--reason",
+            "everyone",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("names a machine"), "{err}");
 
     let (code, out, err) = cli(
         addr,
