@@ -15,13 +15,14 @@ use crate::answer::{self, Body, Fault};
 use crate::idle::{Activity, Watched};
 use crate::phase::{self, Ctx, Seen, Verdict};
 use crate::sni::{self, Hello};
+use crate::splice::{ClientIo, Spliceable};
 use crate::state::{Active, Shared};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use veto_policy::{DataSet, Host, Protocol, normalize_host};
@@ -182,7 +183,7 @@ pub async fn serve(
             let task_ctx = ctx.clone();
             tokio::spawn(async move {
                 match on_upgrade.await {
-                    Ok(up) => relay(t, task_ctx, TokioIo::new(up), upstream, None).await,
+                    Ok(up) => relay(t, task_ctx, ClientIo::new(up), upstream, None).await,
                     Err(_) => phase::complete(&t.shared, &task_ctx, Some(499), 0, 0),
                 }
             });
@@ -191,7 +192,7 @@ pub async fn serve(
             let task_ctx = ctx.clone();
             tokio::spawn(async move {
                 if let Ok(up) = on_upgrade.await {
-                    decide_after_peek(t, task_ctx, TokioIo::new(up), hash).await;
+                    decide_after_peek(t, task_ctx, ClientIo::new(up), hash).await;
                 }
             });
         }
@@ -224,7 +225,7 @@ async fn first_bytes<C: AsyncRead + Unpin>(client: &mut C, wait: std::time::Dura
 /// record and only then dial.
 async fn decide_after_peek<C>(t: Tunnel, mut ctx: Ctx, mut client: C, hash: String)
 where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: AsyncRead + AsyncWrite + Spliceable + Unpin + Send + 'static,
 {
     let first = first_bytes(&mut client, t.shared.config.peek_timeout).await;
     let (protocol, label) = match sni::parse(&first) {
@@ -350,7 +351,7 @@ async fn relay<C>(
     mut upstream: TcpStream,
     first: Option<Vec<u8>>,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Spliceable + Unpin,
 {
     let mut first = first;
     let mut from_server = 0u64;
@@ -403,7 +404,24 @@ async fn relay<C>(
             status = 502;
         }
     }
-    if status == 200 {
+    if status == 200 && client.socket().is_some() {
+        t.shared.metrics.tunnel_opened();
+        let activity = Activity::new();
+        let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
+        if let Some(sock) = client.socket() {
+            let copy = crate::splice::both_ways(sock, &upstream, &sent, &received, &activity);
+            let cfg = &t.shared.config;
+            tokio::select! {
+                _ = tokio::time::timeout(cfg.tunnel_timeout, copy) => {}
+                () = activity.wait_idle(cfg.idle_timeout) => {
+                    tracing::debug!(tunnel = %ctx.id, "tunnel idle; closed");
+                }
+            }
+        }
+        to_server += sent.load(std::sync::atomic::Ordering::Relaxed);
+        from_server += received.load(std::sync::atomic::Ordering::Relaxed);
+        t.shared.metrics.tunnel_closed();
+    } else if status == 200 {
         t.shared.metrics.tunnel_opened();
         let activity = Activity::new();
         let mut c = Watched::new(&mut client, activity.clone());

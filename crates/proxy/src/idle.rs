@@ -24,7 +24,7 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last
             .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
     }

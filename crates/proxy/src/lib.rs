@@ -27,6 +27,7 @@ mod redact;
 pub mod resolve;
 pub mod server;
 mod sni;
+mod splice;
 pub mod state;
 
 pub use config::{Config, parse_resolve};

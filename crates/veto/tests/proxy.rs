@@ -208,6 +208,27 @@ fn tcp_tunnels_both_ways_and_server_speaks_first() {
     assert_eq!(&buf, b"ping\n");
     drop(s);
 
+    // Bulk, both ways at once, then a half-close: every byte arrives in
+    // order, the end is passed on, and the completion counts them exactly.
+    let (mut s, head) = connect(veto.addr, &echo.to_string());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let n = data.len() as u64;
+    let mut w = s.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "{} bytes came back, not the same", back.len());
+    assert!(eventually(|| veto
+        .records(&[])
+        .iter()
+        .any(|r| r["bytes_out"] == n && r["bytes_in"] == n)));
+
     // The server's banner arrives although the client has sent nothing.
     let (mut s, head) = connect(veto.addr, &banner.to_string());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
