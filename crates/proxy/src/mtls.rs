@@ -74,7 +74,7 @@ impl ClientTls {
         let strict = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
             .build()
             .map_err(|e| e.to_string())?;
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_client_cert_verifier(Arc::new(Lenient(strict.clone())))
@@ -82,6 +82,8 @@ impl ClientTls {
                 leaves,
                 name: name.to_string(),
             }));
+        // A client that offers h2 gets it (`server.rs` serves either).
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ClientTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
             strict,

@@ -3,9 +3,9 @@
 
 use crate::mtls::Peer;
 use crate::state::Shared;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -94,13 +94,19 @@ pub async fn serve(
         let stop = stop_rx.clone();
         let client_tls = client_tls.clone().filter(|_| is_tls);
         tokio::spawn(async move {
+            let wait = shared.config.header_timeout;
             match client_tls {
-                None => connection(stream, shared, Peer::None, stop).await,
+                None => match sniff(&stream, wait).await {
+                    Some(h2) => connection(stream, shared, Peer::None, h2, stop).await,
+                    None => tracing::debug!(%peer, "nothing sent before the head timeout"),
+                },
                 Some(t) => {
                     // The handshake is bounded like a request head.
-                    let wait = shared.config.header_timeout;
                     match tokio::time::timeout(wait, t.accept(stream)).await {
-                        Ok(Ok((tls, who))) => connection(tls, shared, who, stop).await,
+                        Ok(Ok((tls, who))) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            connection(tls, shared, who, h2, stop).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -124,13 +130,41 @@ pub async fn serve(
     }
 }
 
-/// Serves one client connection, plain or TLS, until it closes or veto
-/// stops (then the request in flight finishes first).
+/// HTTP/2's connection preface: a client that starts with it speaks h2
+/// with prior knowledge (h2c); anything else is HTTP/1.1.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which protocol a plain client speaks, from its first bytes (peeked, so
+/// hyper still reads them): `Some(true)` for h2. `None`: it sent nothing
+/// within `wait`, or closed; a silent connection holds no slot for long.
+async fn sniff(stream: &tokio::net::TcpStream, wait: std::time::Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        };
+        if !PREFACE.starts_with(&buf[..n]) {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface so far (rare: it comes in one segment).
+        // peek returns at once while those bytes wait, so pause first.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Serves one client connection, plain or TLS, HTTP/1.1 or HTTP/2, until
+/// it closes or veto stops (then the requests in flight finish first).
 async fn connection<IO>(
     io: IO,
     shared: Arc<Shared>,
     who: Peer,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    h2: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -139,6 +173,20 @@ async fn connection<IO>(
         let (shared, who) = (shared.clone(), who.clone());
         async move { Ok::<_, Infallible>(crate::http::handle(shared, req, who).await) }
     });
+    if h2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(H2_STREAMS)
+            // A peer that stops answering pings is gone: its streams and
+            // tunnels are released.
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout(std::time::Duration::from_secs(20))
+            .serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        drain(conn, stop, |c| c.graceful_shutdown()).await;
+        return;
+    }
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
@@ -147,10 +195,26 @@ async fn connection<IO>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
+    drain(conn, stop, |c| c.graceful_shutdown()).await;
+}
+
+/// Streams one HTTP/2 client may have open at once (requests and tunnels).
+const H2_STREAMS: u32 = 256;
+
+/// Runs a connection to its end; when veto stops, it is asked to finish
+/// the requests in flight and take no more.
+async fn drain<C, E>(
+    mut conn: std::pin::Pin<&mut C>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
+            shutdown(conn.as_mut());
             conn.await
         }
     };
