@@ -23,6 +23,15 @@ const QUEUE: usize = 65_536;
 /// are told how many they skipped.
 const LIVE: usize = 4_096;
 
+/// Why [`Writer::try_complete`] did not queue its entry.
+#[derive(Debug)]
+pub enum Full {
+    /// The queue is full: send it again with [`Writer::complete`].
+    Later(Completed),
+    /// The writer thread is gone.
+    Gone,
+}
+
 /// Proof that a decision is in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -124,6 +133,22 @@ impl Writer {
             .send(Job::Complete(Box::new(c), unix_ms as i64))
             .await
             .map_err(|_| AuditError::WriterGone)
+    }
+
+    /// As [`Writer::complete`], without waiting even for room in the queue:
+    /// a completion is queued on the spot, so the caller needs no task of
+    /// its own. When the queue is full (the writer is behind) the entry is
+    /// given back, and the caller waits with [`Writer::complete`].
+    pub fn try_complete(&self, c: Completed, unix_ms: u64) -> Result<(), Full> {
+        use mpsc::error::TrySendError;
+        match self
+            .jobs
+            .try_send(Job::Complete(Box::new(c), unix_ms as i64))
+        {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Job::Complete(c, _))) => Err(Full::Later(*c)),
+            Err(_) => Err(Full::Gone),
+        }
     }
 
     /// Records something that happened to veto itself; returns once it is
@@ -245,8 +270,12 @@ impl State {
             match job {
                 Job::Decide(d, _, tx) => {
                     if let Some((seq, prev, hash)) = seq_hashes.next() {
-                        let record = Record::merge(*d, None, prev, hash.clone());
-                        let _ = self.live.send(Arc::new(record));
+                        // Built only for someone watching: most of the time
+                        // nobody is, and it would be built to be dropped.
+                        if self.live.receiver_count() > 0 {
+                            let record = Record::merge(*d, None, prev, hash.clone());
+                            let _ = self.live.send(Arc::new(record));
+                        }
                         let _ = tx.send(Ok(Receipt { seq, hash }));
                     }
                 }

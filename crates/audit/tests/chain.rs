@@ -59,7 +59,16 @@ async fn fill(path: &Path, n: usize) -> Writer {
                         bytes_in: 100,
                         duration_ms: 3,
                     };
-                    w.complete(c, ms + 3).await.unwrap();
+                    // Both ways of queueing a completion: waiting for
+                    // room, and on the spot (given back only when full).
+                    if i % 2 == 0 {
+                        w.complete(c, ms + 3).await.unwrap();
+                    } else if let Err(full) = w.try_complete(c, ms + 3) {
+                        let veto_audit::Full::Later(c) = full else {
+                            panic!("the writer is gone")
+                        };
+                        w.complete(c, ms + 3).await.unwrap();
+                    }
                 }
             }
         }));

@@ -298,8 +298,18 @@ pub fn completion(
     if cfg!(feature = "unaudited-bench") {
         return;
     }
-    let writer = shared.writer.clone();
     let ms = veto_audit::now().0;
+    // Queued on the spot; only a writer that is behind (a full queue) costs
+    // a task that waits for room.
+    let c = match shared.writer.try_complete(c, ms) {
+        Ok(()) => return,
+        Err(veto_audit::Full::Later(c)) => c,
+        Err(veto_audit::Full::Gone) => {
+            tracing::error!("audit store cannot record a completion: the writer is gone");
+            return;
+        }
+    };
+    let writer = shared.writer.clone();
     // A body may be dropped outside the runtime (at shutdown): then the
     // completion cannot be sent, and the record keeps its decision.
     if let Ok(handle) = tokio::runtime::Handle::try_current() {

@@ -352,7 +352,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         );
     }
     println!("veto: {tls_line}");
-    println!("veto: proxy listening on http://{local} (set HTTP_PROXY and HTTPS_PROXY to it)");
+    println!(
+        "veto: proxy listening on http://{local} (set http_proxy, https_proxy, HTTP_PROXY and HTTPS_PROXY to it; curl reads only the lowercase http_proxy)"
+    );
     let mut agent = None;
     let (stop_admin, admin_task) = match &args.agent {
         Some(a) => {
