@@ -6,7 +6,9 @@
 //! ([`Writer::subscribe`]). The store is SQLite in WAL mode, written by one
 //! thread in group commits.
 
+mod checkpoint;
 mod inventory;
+mod pace;
 mod record;
 pub mod signing;
 mod store;

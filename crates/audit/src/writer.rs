@@ -107,6 +107,8 @@ impl Writer {
             conn: Some(conn),
             live: live.clone(),
             key,
+            checkpoints: crate::checkpoint::Checkpointer::start(path.to_path_buf())
+                .map_err(|e| AuditError::io("audit checkpoint thread", e))?,
         };
         std::thread::Builder::new()
             .name("veto-audit".into())
@@ -199,19 +201,22 @@ struct State {
     live: broadcast::Sender<Arc<Record>>,
     /// Signs prune checkpoints.
     key: Option<crate::signing::Key>,
+    /// Checkpoints the log on a thread of its own.
+    checkpoints: crate::checkpoint::Checkpointer,
 }
 
 impl State {
     fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
         let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+        let mut pace = crate::pace::Pace::default();
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(j) => group.push(j),
-                    Err(_) => break,
-                }
+            take_queued(&mut rx, &mut group);
+            if let Some(wait) = pace.linger(group.len()) {
+                std::thread::sleep(wait);
+                take_queued(&mut rx, &mut group);
             }
+            pace.taken(group.len());
             self.commit_group(&mut group);
         }
     }
@@ -352,8 +357,19 @@ impl State {
             out.push((seq, std::mem::replace(&mut prev, hash.clone()), hash));
         }
         tx.commit()?;
+        self.checkpoints.committed();
         self.head = (seq, prev);
         Ok(out)
+    }
+}
+
+/// Moves what is queued into the group, up to its bound.
+fn take_queued(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(j) => group.push(j),
+            Err(_) => break,
+        }
     }
 }
 

@@ -1,0 +1,72 @@
+//! WAL checkpoints off the commit path.
+//!
+//! SQLite's automatic checkpoint runs inside the commit that crosses its
+//! threshold: it copies tens of megabytes from the log into the database
+//! and fsyncs both, on the writer thread, while every request of the next
+//! groups waits for its decision to be committed. That was the proxy's p99.
+//! The writer's connection turns the automatic checkpoint off and this
+//! thread, with a connection of its own, runs a passive checkpoint (one
+//! that never blocks the writer) a few times a second while entries are
+//! being written. The writer restarts the log from its beginning on its
+//! own once a checkpoint has copied all of it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often the log is checkpointed while entries are written.
+const EVERY: Duration = Duration::from_millis(100);
+
+/// The writer's side: marks that something was committed.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    dirty: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    /// Starts the checkpoint thread for the store at `path`. It stops soon
+    /// after this handle is dropped.
+    pub(crate) fn start(path: PathBuf) -> std::io::Result<Checkpointer> {
+        let dirty = Arc::new(AtomicBool::new(false));
+        let flag = dirty.clone();
+        std::thread::Builder::new()
+            .name("veto-audit-ckpt".into())
+            .spawn(move || run(&path, &flag))?;
+        Ok(Checkpointer { dirty })
+    }
+
+    /// Something was committed: the next round checkpoints.
+    pub(crate) fn committed(&self) {
+        // A plain store: the writer commits thousands of times a second and
+        // the flag only needs to be seen by the next round.
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn run(path: &std::path::Path, dirty: &Arc<AtomicBool>) {
+    // The writer holds the other reference; when it is gone, so is the
+    // reason to checkpoint (SQLite checkpoints on the last close anyway).
+    while Arc::strong_count(dirty) > 1 {
+        std::thread::sleep(EVERY);
+        if !dirty.swap(false, Ordering::Relaxed) {
+            continue;
+        }
+        // Opened each round, and never created: if the store was removed
+        // or replaced, the writer handles it, and this follows the file
+        // that is at the path now.
+        let conn = match rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let _ = conn.pragma_update(None, "wal_autocheckpoint", 0);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "audit store: WAL checkpoint failed; the log grows until one succeeds");
+        }
+    }
+}
