@@ -1,98 +1,95 @@
-//! When the audit writer commits: at once when entries are rare, after a
-//! short wait for company when they are not.
+//! When the audit writer commits: at once when nobody else is coming, after
+//! a short wait for company while entries keep arriving.
+//!
+//! Most of a commit's cost is fixed (locks, and a WAL frame for every page
+//! it touches, however little of the page changed), so a commit per entry
+//! or two spends the writer's time on overhead. Under load, a group that
+//! waits a little for the entries about to arrive costs each request that
+//! much latency and the machine far less CPU. But a wait only pays while
+//! entries do arrive: producers that all wait for this very commit (one
+//! client, or a handful) would never join, so the wait ends at the first
+//! step that brought nothing.
 
 use std::time::{Duration, Instant};
 
 /// Longest a group waits for company before its commit.
-const MAX_LINGER: Duration = Duration::from_micros(400);
-/// The group size a lingering group aims at.
-const TARGET_GROUP: f64 = 24.0;
+pub(crate) const MAX_LINGER: Duration = Duration::from_micros(400);
+/// One step of the wait; the group commits after a step that brought
+/// nothing new.
+pub(crate) const STEP: Duration = Duration::from_micros(50);
+/// A group this large commits at once.
+pub(crate) const TARGET_GROUP: usize = 24;
 
-/// When to commit. Most of a commit's cost is fixed (locks, and a WAL frame
-/// for every page it touches, however little of the page changed), so a
-/// commit per entry or two spends the writer's time on overhead. Under load,
-/// a group that waits a few hundred microseconds for the entries about to
-/// arrive costs each request that much latency and the machine far less
-/// CPU; when entries are rare nobody would join, and the group commits at
-/// once.
-#[derive(Debug)]
-pub(crate) struct Pace {
-    /// Entries per second, smoothed.
-    rate: f64,
-    last: Instant,
+/// Grows a group before its commit. `take` moves what is queued into the
+/// group and returns the group's size; `sleep` waits (a parameter so the
+/// tests can run it on a fake clock). A group of one waits for nobody:
+/// nothing else was queued, so nobody else is known to be coming.
+pub(crate) fn gather(mut take: impl FnMut() -> usize, mut sleep: impl FnMut(Duration)) {
+    let mut have = take();
+    if have < 2 {
+        return;
+    }
+    let mut waited = Duration::ZERO;
+    while have < TARGET_GROUP && waited < MAX_LINGER {
+        sleep(STEP);
+        waited += STEP;
+        let now = take();
+        if now == have {
+            return;
+        }
+        have = now;
+    }
 }
 
-impl Default for Pace {
-    fn default() -> Pace {
-        Pace {
-            rate: 0.0,
-            last: Instant::now(),
-        }
-    }
-}
-
-impl Pace {
-    /// How long a group of `have` entries should wait for more, if at all.
-    pub(crate) fn linger(&self, have: usize) -> Option<Duration> {
-        let want = TARGET_GROUP - have as f64;
-        // Worth a wait only when at least two more would come within it.
-        if want <= 0.0 || self.rate * MAX_LINGER.as_secs_f64() < 2.0 {
-            return None;
-        }
-        Some(Duration::from_secs_f64(want / self.rate).min(MAX_LINGER))
-    }
-
-    /// A group of `n` entries was taken: everything it holds arrived since
-    /// the last one was.
-    pub(crate) fn taken(&mut self, n: usize) {
-        let now = Instant::now();
-        let dt = now.duration_since(self.last).as_secs_f64().max(1e-6);
-        self.last = now;
-        let seen = n as f64 / dt;
-        self.rate = if self.rate == 0.0 {
-            seen
-        } else {
-            0.8 * self.rate + 0.2 * seen
-        };
-    }
+/// The real clock for [`gather`].
+pub(crate) fn sleep(d: Duration) {
+    let until = Instant::now() + d;
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn at_rate(per_sec: f64) -> Pace {
-        Pace {
-            rate: per_sec,
-            last: Instant::now(),
-        }
+    /// Runs `gather` over a queue whose sizes after each take are given;
+    /// returns (the size committed, the time waited).
+    fn run(sizes: &[usize]) -> (usize, Duration) {
+        let mut it = sizes.iter().copied();
+        let mut last = 0;
+        let mut waited = Duration::ZERO;
+        gather(
+            || {
+                last = it.next().unwrap_or(last);
+                last
+            },
+            |d| waited += d,
+        );
+        (last, waited)
     }
 
     #[test]
-    fn rare_entries_commit_at_once() {
-        // 1,000/s: under one more entry would arrive in the longest wait.
-        assert_eq!(at_rate(1_000.0).linger(1), None);
-        assert_eq!(Pace::default().linger(1), None);
+    fn a_lone_entry_commits_at_once() {
+        assert_eq!(run(&[1, 5]), (1, Duration::ZERO));
     }
 
     #[test]
-    fn busy_writers_wait_for_the_entries_about_to_arrive() {
-        // 20,000/s: 23 more take 1.15 ms, so the wait is the bound.
-        assert_eq!(at_rate(20_000.0).linger(1), Some(MAX_LINGER));
-        // 200,000/s: 14 more take 70 µs.
-        let wait = at_rate(200_000.0).linger(10).unwrap();
-        assert!((wait.as_secs_f64() - 70e-6).abs() < 1e-6, "{wait:?}");
-        // A group already at its target commits at once.
-        assert_eq!(at_rate(200_000.0).linger(24), None);
+    fn producers_that_all_wait_for_this_commit_cost_one_step() {
+        // Two clients, both waiting: one step brings nothing, commit.
+        assert_eq!(run(&[2, 2]), (2, STEP));
     }
 
     #[test]
-    fn the_rate_follows_what_groups_hold() {
-        let mut p = Pace::default();
-        std::thread::sleep(Duration::from_millis(10));
-        p.taken(10);
-        // About 1,000/s (10 in 10 ms, less with a slow clock).
-        assert!(p.rate > 100.0 && p.rate <= 1_000.0, "{}", p.rate);
-        assert_eq!(p.linger(1), None);
+    fn arrivals_extend_the_wait_up_to_the_bound() {
+        // Entries keep coming: the wait ends at its bound.
+        assert_eq!(run(&[2, 3, 4, 5, 6, 7, 8, 9, 10, 11]), (10, MAX_LINGER));
+        // ...or when the group is large enough.
+        assert_eq!(run(&[2, 12, 30]), (30, 2 * STEP));
+        // ...or at the first step that brings nothing.
+        assert_eq!(run(&[3, 6, 6]), (6, 2 * STEP));
+    }
+
+    #[test]
+    fn a_full_group_commits_at_once() {
+        assert_eq!(run(&[TARGET_GROUP]), (TARGET_GROUP, Duration::ZERO));
     }
 }

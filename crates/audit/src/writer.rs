@@ -208,15 +208,15 @@ struct State {
 impl State {
     fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
         let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
-        let mut pace = crate::pace::Pace::default();
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
-            take_queued(&mut rx, &mut group);
-            if let Some(wait) = pace.linger(group.len()) {
-                std::thread::sleep(wait);
-                take_queued(&mut rx, &mut group);
-            }
-            pace.taken(group.len());
+            crate::pace::gather(
+                || {
+                    take_queued(&mut rx, &mut group);
+                    group.len()
+                },
+                crate::pace::sleep,
+            );
             self.commit_group(&mut group);
         }
     }
