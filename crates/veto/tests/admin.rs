@@ -200,3 +200,74 @@ fn the_admin_api_is_authenticated() {
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0]["decisions"]["deny"], 1);
 }
+
+/// A watcher that stops reading while decisions pour in is never waited
+/// for: it misses some, and the stream says how many (`event: skipped`),
+/// so that what it saw plus what it was told it skipped is everything.
+#[test]
+fn a_stream_reader_that_falls_behind_is_told_how_many_it_skipped() {
+    use std::io::{Read, Write};
+    let veto = Veto::start(POLICY, &[]);
+    let token = veto.admin_token();
+    // A small receive buffer, so that the kernel does not hold for the
+    // reader what it does not read.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&veto.admin.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // HTTP/1.0: the stream comes unchunked, so events can be read as text.
+    write!(
+        s,
+        "GET /v1/decisions/stream HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the stream closed");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    let sent = 16_000;
+    let statuses = burst(veto.addr, "DELETE", "http://127.0.0.1:9/x", sent);
+    assert_eq!(statuses.get(&403), Some(&sent), "{statuses:?}");
+
+    let (mut decisions, mut skipped) = (0usize, 0usize);
+    let mut text = String::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while decisions + skipped < sent && Instant::now() < deadline {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream closed");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        // Whole events only; a partial one waits for the next read.
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.contains("event: decision") {
+                decisions += 1;
+            } else if event.contains("event: skipped") {
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap();
+                skipped += data.trim().parse::<usize>().unwrap();
+            }
+        }
+    }
+    assert!(
+        skipped > 0,
+        "a reader that fell {sent} behind skipped nothing"
+    );
+    assert!(decisions > 0, "nothing arrived after the skip");
+    assert_eq!(
+        decisions + skipped,
+        sent,
+        "seen {decisions}, told skipped {skipped}"
+    );
+}

@@ -275,6 +275,44 @@ fn an_operator_watches_decisions_live_and_acts_on_them() {
 }
 
 #[test]
+fn a_paused_page_that_falls_behind_counts_what_it_skipped() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let veto = start();
+    let b = Browser::start();
+    login(&b, &veto, &veto.admin_token());
+    b.until("the stream is live", 5, |b| {
+        b.text_of("#live-state") == "live"
+    });
+    b.click(&b.wait("#pause", 5));
+    // The page holds 2,000 decisions while paused; 50 more are skipped,
+    // and it says so.
+    let statuses = burst(veto.addr, "DELETE", "http://shop.test:9/x", 2_050);
+    assert_eq!(statuses.get(&403), Some(&2_050), "{statuses:?}");
+    b.until("the overflow is counted", 20, |b| {
+        b.text_of("#skipped") == "skipped 50"
+    });
+    assert!(
+        b.text_of("#shown").contains("2000 held"),
+        "{}",
+        b.text_of("#shown")
+    );
+    let class = b.script(
+        "return document.querySelector('#skipped').className",
+        json!([]),
+    );
+    assert_eq!(
+        class,
+        json!("pill warn"),
+        "the counter stands out once it counts"
+    );
+    b.screenshot("skipped");
+    // Resuming shows the newest held decisions, up to the table's bound.
+    b.click(&b.wait("#pause", 5));
+    b.until("the held decisions show", 10, |b| rows(b, "").len() == 500);
+    assert_eq!(b.text_of("#skipped"), "skipped 50");
+}
+
+#[test]
 fn a_viewer_sees_no_buttons_and_cannot_change_anything() {
     let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
     let veto = start();

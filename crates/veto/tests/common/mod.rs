@@ -336,3 +336,46 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
+
+/// Sends `n` requests (`method url`) through the proxy on one kept-alive
+/// connection, one after the other, and returns how many got each status.
+/// Fast enough for the thousands a live view must keep up with.
+pub fn burst(
+    proxy: SocketAddr,
+    method: &str,
+    url: &str,
+    n: usize,
+) -> std::collections::BTreeMap<u16, usize> {
+    let s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut writer = s;
+    let host = url.split('/').nth(2).unwrap_or("");
+    // One write per request: pieces would wait on Nagle and delayed ACKs.
+    let request = format!("{method} {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        writer.write_all(request.as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            if h.trim_end().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        *seen.entry(status).or_default() += 1;
+    }
+    seen
+}
