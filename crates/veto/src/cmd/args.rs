@@ -1,0 +1,104 @@
+//! Arguments several commands share: the data directory, a remote server, audit filters, `veto ca`.
+
+use crate::*;
+
+#[derive(Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create the local CA (an ECDSA P-256 key, stored with mode 0600, and
+    /// its certificate) under --data. Refuses to replace an existing one.
+    Init {
+        #[command(flatten)]
+        data: DataArg,
+        /// The SPIFFE trust domain of machine certificates.
+        #[arg(long, default_value = veto_ca::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct DataArg {
+    /// Where veto keeps its state (the audit store is DATA/audit.db, machines DATA/identity.db).
+    #[arg(long, default_value = ".veto")]
+    pub(crate) data: PathBuf,
+}
+
+/// Where a running veto's admin API is, and its token.
+#[derive(clap::Args)]
+pub(crate) struct Remote {
+    /// veto's admin API (`veto run`), or the control plane (`veto server`).
+    #[arg(
+        long,
+        alias = "server",
+        env = "VETO_SERVER",
+        default_value = "http://127.0.0.1:9180"
+    )]
+    pub(crate) admin: String,
+    #[command(flatten)]
+    pub(crate) data: DataArg,
+    /// The admin token (default: VETO_ADMIN_TOKEN, else DATA/admin.token).
+    #[arg(long, env = "VETO_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+impl Remote {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let token = veto::admin_client::token(self.token.clone(), &self.data.data)
+            .map_err(anyhow::Error::msg)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(veto::admin_client::call(
+            &self.admin,
+            &token,
+            method,
+            path,
+            body,
+        ))
+        .map_err(anyhow::Error::msg)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FilterArgs {
+    /// Only this decision: allow, deny or redact.
+    #[arg(long)]
+    pub(crate) decision: Option<String>,
+    #[arg(long)]
+    pub(crate) machine: Option<String>,
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    #[arg(long)]
+    pub(crate) rule: Option<String>,
+    /// Only records this recent: 90s, 15m, 12h, 7d.
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+}
+
+impl FilterArgs {
+    pub(crate) fn filter(self) -> Result<veto_audit::Filter> {
+        if self
+            .decision
+            .as_deref()
+            .is_some_and(|d| !matches!(d, "allow" | "deny" | "redact"))
+        {
+            bail!("--decision must be allow, deny or redact");
+        }
+        let now = veto_audit::now().0 as i64;
+        let since_ms = match &self.since {
+            Some(s) => Some(veto::audit_cmd::since_ms(s, now).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        Ok(veto_audit::Filter {
+            decision: self.decision,
+            machine: self.machine,
+            host: self.host,
+            rule: self.rule,
+            since_ms,
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! `veto audit`: verify, query and export the trail.
+
+use crate::*;
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Walk the hash chain: exit 0 when intact, 1 naming the first broken record.
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+        /// Hold prune checkpoints to this Ed25519 public key (hex), e.g. a
+        /// copy of DATA/audit-signing.pub kept elsewhere.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Print audit records as JSON lines, oldest first.
+    Query {
+        #[command(flatten)]
+        data: DataArg,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Events of veto itself in the chain (policy reloads), as JSON lines.
+    Events {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Export every record.
+    Export {
+        #[command(flatten)]
+        data: DataArg,
+        /// Output format; jsonl is one JSON record per line.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+    },
+}
+
+pub(crate) fn audit(cmd: AuditCommand) -> Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match cmd {
+        AuditCommand::Verify { data, key } => {
+            match veto::audit_cmd::verify_cmd(&data.data, key.as_deref())? {
+                Ok(msg) => {
+                    say!("{msg}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(msg) => {
+                    eprintln!("veto: {msg}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::Query { data, filter } => {
+            veto::audit_cmd::query_cmd(&data.data, &filter.filter()?, &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Events { data } => {
+            let conn = veto_audit::open_ro(&veto_audit::db_path(&data.data))?;
+            veto_audit::events(&conn, |e| {
+                say!("{}", serde_json::to_string(&e).unwrap_or_default());
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { data, format: _ } => {
+            veto::audit_cmd::query_cmd(&data.data, &veto_audit::Filter::default(), &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
