@@ -4,11 +4,15 @@
 //! threshold: it copies tens of megabytes from the log into the database
 //! and fsyncs both, on the writer thread, while every request of the next
 //! groups waits for its decision to be committed. That was the proxy's p99.
-//! The writer's connection turns the automatic checkpoint off and this
-//! thread, with a connection of its own, runs a passive checkpoint (one
-//! that never blocks the writer) a few times a second while entries are
-//! being written. The writer restarts the log from its beginning on its
-//! own once a checkpoint has copied all of it.
+//! This thread, with a connection of its own, runs a passive checkpoint
+//! (one that never blocks the writer) ten times a second while entries are
+//! being written, so the log is mostly copied by the time the writer's own
+//! automatic checkpoint comes due (store.rs): that one only finishes the
+//! rest, in a few milliseconds, and as it runs between two commits it
+//! copies the whole log, which lets the writer start the log over from its
+//! beginning. A passive checkpoint alone never catches up with a writer
+//! that never stops, and the log would grow without end (tested in
+//! tests/chain.rs).
 
 use std::path::PathBuf;
 use std::sync::Arc;
