@@ -201,7 +201,9 @@ pub(crate) async fn send(
     } else {
         80
     };
-    let authority = match (host, port) {
+    // Built only where it is needed (a tunnel's request, or a request
+    // without Host): most plain requests carry their Host.
+    let authority = || match (host, port) {
         (Host::Ip(std::net::IpAddr::V6(v6)), p) if p == default_port => format!("[{v6}]"),
         (Host::Ip(std::net::IpAddr::V6(v6)), p) => format!("[{v6}]:{p}"),
         (h, p) if p == default_port => h.to_string(),
@@ -241,7 +243,7 @@ pub(crate) async fn send(
                 )
             })?;
             if !parts.headers.contains_key(http::header::HOST)
-                && let Ok(v) = HeaderValue::from_str(&authority)
+                && let Ok(v) = HeaderValue::from_str(&authority())
             {
                 parts.headers.insert(http::header::HOST, v);
             }
@@ -258,7 +260,7 @@ pub(crate) async fn send(
         }
         Via::Tunnel(up) => {
             let req = Request::from_parts(parts, body);
-            Box::pin(up.send(req, authority, t.target))
+            Box::pin(up.send(req, authority(), t.target))
         }
     };
     let resp = match tokio::time::timeout(shared.config.response_timeout, pending).await {
