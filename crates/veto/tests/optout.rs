@@ -33,13 +33,6 @@ fn veto_cli(veto: &Veto, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 #[test]
 fn optouts_take_effect_at_once_and_are_logged() {
     let up = http_upstream(Duration::ZERO);

@@ -33,13 +33,6 @@ rules:
     )
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 #[test]
 fn allowed_and_refused_plain_http() {
     let up = http_upstream(Duration::ZERO);

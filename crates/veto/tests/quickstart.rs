@@ -22,40 +22,15 @@ rules:
 
 /// curl as the README sets it up: no `-x`, only the environment.
 fn curl_env(proxy: &str, args: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-S", "-i", "--max-time", "10"])
-        .args(args)
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env("http_proxy", proxy)
-        .env("https_proxy", proxy)
-        .env("HTTP_PROXY", proxy)
-        .env("HTTPS_PROXY", proxy)
-        .output()
-        .expect("curl is installed (scripts/test installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // With a CONNECT, curl prints the proxy's `200` first; keep the last head.
-    let last = text
-        .rmatch_indices("HTTP/")
-        .map(|(i, _)| i)
-        .find(|&i| i == 0 || text[..i].ends_with("\r\n\r\n"))
-        .unwrap_or(0);
-    let (head, body) = text[last..].split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+    let mut cmd = Command::new("curl");
+    cmd.args(args);
+    for var in ["ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
+    for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+        cmd.env(var, proxy);
+    }
+    curl_run(cmd)
 }
 
 #[test]
@@ -99,22 +74,8 @@ fn curl_with_the_readme_environment_goes_through_veto_run() {
 
     // `./veto.yaml` was the policy in force, and every exchange is in the
     // trail under `./.veto`, the default data directory.
-    let out = Command::new(env!("CARGO_BIN_EXE_veto"))
-        .args(["audit", "query"])
-        .current_dir(veto.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8_lossy(&out.stdout);
-    let records: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(records.len(), 3, "{out}");
+    let records = veto.records_at(&veto.dir.path().join(".veto"), &[]);
+    assert_eq!(records.len(), 3, "{records:?}");
     assert_eq!(records[0]["id"], id);
     assert_eq!(records[0]["decision"], "allow");
     assert_eq!(records[1]["rule"], "never-cloud-metadata");

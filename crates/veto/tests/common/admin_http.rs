@@ -46,10 +46,3 @@ pub fn viewer_token(veto: &Veto) -> String {
         .trim()
         .to_string()
 }
-
-pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}

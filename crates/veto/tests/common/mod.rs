@@ -113,10 +113,15 @@ impl Veto {
 
     /// Runs another `veto` subcommand against this instance's data.
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_at(&self.data(), args)
+    }
+
+    /// Runs another `veto` subcommand against the data under `data`.
+    pub fn cli_at(&self, data: &Path, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_veto"))
             .args(args)
             .arg("--data")
-            .arg(self.data())
+            .arg(data)
             .output()
             .unwrap();
         (
@@ -128,9 +133,14 @@ impl Veto {
 
     /// Audit records as JSON values.
     pub fn records(&self, filters: &[&str]) -> Vec<serde_json::Value> {
+        self.records_at(&self.data(), filters)
+    }
+
+    /// Audit records of the store under `data`.
+    pub fn records_at(&self, data: &Path, filters: &[&str]) -> Vec<serde_json::Value> {
         let mut args = vec!["audit", "query"];
         args.extend_from_slice(filters);
-        let (code, out, err) = self.cli(&args);
+        let (code, out, err) = self.cli_at(data, &args);
         assert_eq!(code, 0, "{err}");
         out.lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -268,9 +278,16 @@ pub fn echo_upstream(banner: Option<&'static str>) -> SocketAddr {
 
 /// curl through the proxy: (status, headers, body).
 pub fn curl(proxy: &str, args: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-S", "-i", "--max-time", "10", "-x", proxy])
-        .args(args)
+    let mut cmd = Command::new("curl");
+    cmd.args(["-x", proxy]).args(args);
+    curl_run(cmd)
+}
+
+/// Runs a prepared curl command (its URL and options given, `-s -S -i`
+/// added here): (status, headers, body) of the last answer.
+pub fn curl_run(mut cmd: Command) -> (u16, String, String) {
+    let out = cmd
+        .args(["-s", "-S", "-i", "--max-time", "10"])
         .output()
         .expect("curl is installed (scripts/test installs it)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -294,6 +311,14 @@ pub fn curl(proxy: &str, args: &[&str]) -> (u16, String, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, head.to_string(), body.to_string())
+}
+
+/// A header's value in an answer head, by name in any case.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// Opens a raw connection to the proxy and sends bytes as they are.
