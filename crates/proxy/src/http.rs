@@ -18,6 +18,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: crate::mtls::Peer,
+    upstreams: &crate::upstream::Affinity,
 ) -> Response<Body> {
     let mut ctx = Ctx::new();
     ctx.peer = peer;
@@ -26,7 +27,7 @@ pub async fn handle(
     } else if req.method() == http::Method::CONNECT {
         crate::connect::serve(&shared, &mut ctx, req).await
     } else {
-        serve(&shared, &mut ctx, req).await
+        serve(&shared, &mut ctx, req, upstreams).await
     };
     let mut resp = result.unwrap_or_else(|r| r);
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
@@ -105,6 +106,7 @@ async fn serve(
     shared: &Arc<Shared>,
     ctx: &mut Ctx,
     req: Request<Incoming>,
+    upstreams: &crate::upstream::Affinity,
 ) -> Result<Response<Body>, Response<Body>> {
     // Phase: target. A forward proxy is sent absolute URIs.
     let uri = req.uri().clone();
@@ -141,7 +143,7 @@ async fn serve(
         target: &target,
         ips: &ips,
     };
-    exchange(shared, ctx, &t, req, Via::Pool).await
+    exchange(shared, ctx, &t, req, Via::Pool(upstreams)).await
 }
 
 /// Where a request goes, as the policy sees it: plain HTTP named by an

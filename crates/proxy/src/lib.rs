@@ -29,6 +29,7 @@ pub mod server;
 mod sni;
 mod splice;
 pub mod state;
+mod upstream;
 
 pub use config::{Config, parse_resolve};
 pub use intercept::Interceptor;
