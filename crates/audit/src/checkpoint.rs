@@ -11,7 +11,8 @@
 //! rest, in a few milliseconds, and as it runs between two commits it
 //! copies the whole log, which lets the writer start the log over from its
 //! beginning. A passive checkpoint alone never catches up with a writer
-//! that never stops, and the log would grow without end (tested in
+//! that never stops, and the log would grow without end; when the two fall
+//! out of step for long, a restarting checkpoint bounds it (tested in
 //! tests/chain.rs).
 
 use std::path::PathBuf;
@@ -21,6 +22,15 @@ use std::time::Duration;
 
 /// How often the log is checkpointed while entries are written.
 const EVERY: Duration = Duration::from_millis(100);
+
+/// Log frames (4 KiB pages) beyond which a round stops being passive. The
+/// writer's own checkpoint comes due at 8,192 frames, but it gives up
+/// when it finds this thread checkpointing, and a slow disk or a loaded
+/// machine can keep the two out of step for long: past this many frames
+/// the round waits for the writer's commit in progress, copies the whole
+/// log while new commits wait, and the next commit starts the log over.
+/// Commits pause for that copy, which is rare; the log's size is bounded.
+const RESTART_FRAMES: i64 = 10_240;
 
 /// The writer's side: marks that something was committed.
 #[derive(Debug)]
@@ -69,8 +79,24 @@ fn run(path: &std::path::Path, dirty: &Arc<AtomicBool>) {
             Err(_) => continue,
         };
         let _ = conn.pragma_update(None, "wal_autocheckpoint", 0);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "audit store: WAL checkpoint failed; the log grows until one succeeds");
+        // A restart waits for the writer's commit in progress, as the
+        // writer waits for it (store.rs sets the same timeout there).
+        let _ = conn.busy_timeout(Duration::from_secs(5));
+        let frames = |mode: &str| {
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                r.get::<_, i64>(1)
+            })
+        };
+        match frames("PASSIVE") {
+            Ok(log) if log > RESTART_FRAMES => {
+                if let Err(e) = frames("RESTART") {
+                    tracing::warn!(error = %e, "audit store: WAL restart failed; the log grows until one succeeds");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "audit store: WAL checkpoint failed; the log grows until one succeeds")
+            }
         }
     }
 }
