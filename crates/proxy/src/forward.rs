@@ -3,6 +3,7 @@
 //! removed, bodies streamed both ways and counted for the record.
 
 use crate::answer::{self, Body, BoxError, Fault};
+use crate::config::Config;
 use crate::http::Target;
 use crate::phase::{self, Ctx};
 use crate::state::Shared;
@@ -11,11 +12,47 @@ use http::header::{HeaderMap, HeaderName};
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use veto_policy::{Host, Protocol};
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+
+pub fn client(config: &Config) -> Client {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    // The URI carries an IP literal (see `upstream_uri`), so the connector
+    // never resolves anything itself.
+    http.enforce_http(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(http)
+}
+
+/// The upstream URI: the checked address, not the name, so the pool keys
+/// connections by address and no connection is ever made to an address the
+/// policy did not see. The name travels in the Host header.
+pub fn upstream_uri(
+    ip: std::net::IpAddr,
+    port: u16,
+    path_and_query: &str,
+) -> Result<http::Uri, http::Error> {
+    let authority = match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    http::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+}
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -130,9 +167,8 @@ where
 
 /// Which connection an allowed request leaves by.
 pub enum Via<'a> {
-    /// Plain HTTP connections to the checked address, kept by the client
-    /// connection or taken from the shared pool.
-    Pool(&'a crate::upstream::Affinity),
+    /// The shared pool of plain HTTP connections, keyed by checked address.
+    Pool,
     /// The TLS connection(s) of an opened tunnel, to its checked address.
     Tunnel(&'a crate::intercept::Upstream),
 }
@@ -186,7 +222,7 @@ pub(crate) async fn send(
     };
     let body = boxed(Counted::new(body, sent.clone(), None));
     let pending = match via {
-        Via::Pool(upstreams) => {
+        Via::Pool => {
             let ip = t
                 .ips
                 .iter()
@@ -199,9 +235,7 @@ pub(crate) async fn send(
                     "no address to connect to".into(),
                 ));
             };
-            // Origin form: the connection is to the checked address, and
-            // the name travels in the Host header.
-            parts.uri = http::Uri::try_from(t.target).map_err(|e| {
+            parts.uri = upstream_uri(ip, port, t.target).map_err(|e| {
                 answer::error(
                     Fault::Downstream(http::StatusCode::BAD_REQUEST),
                     &e.to_string(),
@@ -214,14 +248,14 @@ pub(crate) async fn send(
                 parts.headers.insert(http::header::HOST, v);
             }
             parts.version = http::Version::HTTP_11;
+            let client = shared.client.clone();
             let req = Request::from_parts(parts, body);
-            let addr = std::net::SocketAddr::new(ip, port);
-            let connect = shared.config.connect_timeout;
             Box::pin(async move {
-                upstreams
-                    .send(&shared.pool, addr, req, connect)
-                    .await
-                    .map_err(|why| format!("cannot reach {host}:{port} ({ip}): {why}"))
+                client.request(req).await.map_err(|e| {
+                    let why = std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), |s| s.to_string());
+                    format!("cannot reach {host}:{port} ({ip}): {why}")
+                })
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>
         }
         Via::Tunnel(up) => {

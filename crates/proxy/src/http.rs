@@ -18,7 +18,6 @@ pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: crate::mtls::Peer,
-    upstreams: &crate::upstream::Affinity,
 ) -> Response<Body> {
     let mut ctx = Ctx::new();
     ctx.peer = peer;
@@ -27,7 +26,7 @@ pub async fn handle(
     } else if req.method() == http::Method::CONNECT {
         crate::connect::serve(&shared, &mut ctx, req).await
     } else {
-        serve(&shared, &mut ctx, req, upstreams).await
+        serve(&shared, &mut ctx, req).await
     };
     let mut resp = result.unwrap_or_else(|r| r);
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
@@ -106,7 +105,6 @@ async fn serve(
     shared: &Arc<Shared>,
     ctx: &mut Ctx,
     req: Request<Incoming>,
-    upstreams: &crate::upstream::Affinity,
 ) -> Result<Response<Body>, Response<Body>> {
     // Phase: target. A forward proxy is sent absolute URIs.
     let uri = req.uri().clone();
@@ -143,7 +141,7 @@ async fn serve(
         target: &target,
         ips: &ips,
     };
-    exchange(shared, ctx, &t, req, Via::Pool(upstreams)).await
+    exchange(shared, ctx, &t, req, Via::Pool).await
 }
 
 /// Where a request goes, as the policy sees it: plain HTTP named by an

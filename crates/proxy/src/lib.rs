@@ -29,7 +29,6 @@ pub mod server;
 mod sni;
 mod splice;
 pub mod state;
-mod upstream;
 
 pub use config::{Config, parse_resolve};
 pub use intercept::Interceptor;

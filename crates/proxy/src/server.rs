@@ -169,14 +169,9 @@ async fn connection<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = shared.config.clone();
-    let pool_owner = shared.clone();
-    // The upstream connections this client connection's requests use are
-    // driven here, in its task (see upstream.rs).
-    let (upstreams, mut driver) = crate::upstream::affinity();
-    let kept = upstreams.clone();
     let svc = service_fn(move |req| {
-        let (shared, who, upstreams) = (shared.clone(), who.clone(), upstreams.clone());
-        async move { Ok::<_, Infallible>(crate::http::handle(shared, req, who, &upstreams).await) }
+        let (shared, who) = (shared.clone(), who.clone());
+        async move { Ok::<_, Infallible>(crate::http::handle(shared, req, who).await) }
     });
     if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())
@@ -189,11 +184,7 @@ async fn connection<IO>(
             .keep_alive_timeout(std::time::Duration::from_secs(20))
             .serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
-        tokio::select! {
-            () = drain(conn, stop, |c| c.graceful_shutdown()) => {}
-            () = driver.run() => {}
-        }
-        driver.release(&kept, &pool_owner.pool);
+        drain(conn, stop, |c| c.graceful_shutdown()).await;
         return;
     }
     let conn = http1::Builder::new()
@@ -204,11 +195,7 @@ async fn connection<IO>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        () = drain(conn, stop, |c| c.graceful_shutdown()) => {}
-        () = driver.run() => {}
-    }
-    driver.release(&kept, &pool_owner.pool);
+    drain(conn, stop, |c| c.graceful_shutdown()).await;
 }
 
 /// Streams one HTTP/2 client may have open at once (requests and tunnels).

@@ -250,8 +250,7 @@ pub struct Shared {
     pub credentials: ArcSwap<Box<dyn Credentials>>,
     pub resolver: Resolver,
     pub writer: Writer,
-    /// Idle plain-HTTP upstream connections.
-    pub pool: crate::upstream::Pool,
+    pub client: crate::forward::Client,
     /// This proxy's own listening address, which is never a destination.
     pub own_addr: std::net::SocketAddr,
     pub metrics: crate::metrics::Metrics,
@@ -273,13 +272,14 @@ impl Shared {
         let resolver = Resolver::system(config.resolve.clone());
         let grants = GrantBook::default();
         let _ = grants.loaded(&active.policy, active.loaded_at);
+        let client = crate::forward::client(&config);
         Arc::new(Shared {
             config,
             policy: ArcSwap::from_pointee(active),
             credentials: ArcSwap::from_pointee(Box::new(NoCredentials)),
             resolver,
             writer,
-            pool: crate::upstream::Pool::default(),
+            client,
             own_addr,
             metrics: crate::metrics::Metrics::default(),
             grants,
