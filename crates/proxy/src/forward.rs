@@ -221,7 +221,9 @@ pub(crate) async fn send(
         answer::error(fault, &why, Some(&ctx.id))
     };
     let body = boxed(Counted::new(body, sent.clone(), None));
-    let pending = match via {
+    // Each way is awaited in its own arm: no boxed future per request.
+    let wait = shared.config.response_timeout;
+    let answered = match via {
         Via::Pool => {
             let ip = t
                 .ips
@@ -250,20 +252,21 @@ pub(crate) async fn send(
             parts.version = http::Version::HTTP_11;
             let client = shared.client.clone();
             let req = Request::from_parts(parts, body);
-            Box::pin(async move {
+            tokio::time::timeout(wait, async move {
                 client.request(req).await.map_err(|e| {
                     let why = std::error::Error::source(&e)
                         .map_or_else(|| e.to_string(), |s| s.to_string());
                     format!("cannot reach {host}:{port} ({ip}): {why}")
                 })
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>
+            })
+            .await
         }
         Via::Tunnel(up) => {
             let req = Request::from_parts(parts, body);
-            Box::pin(up.send(req, authority(), t.target))
+            tokio::time::timeout(wait, up.send(req, authority(), t.target)).await
         }
     };
-    let resp = match tokio::time::timeout(shared.config.response_timeout, pending).await {
+    let resp = match answered {
         Err(_) => {
             return Err(fail(
                 Fault::UpstreamTimeout,

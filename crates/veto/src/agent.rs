@@ -117,34 +117,7 @@ pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Machine credentials from the server (hashes only), checked in memory;
 /// uses are noted and reported with the agent's status.
-struct ServerCredentials {
-    creds: veto_identity::Credentials,
-    uses: Arc<Uses>,
-}
-
 type Uses = veto_identity::Uses<String>;
-
-impl veto_proxy::Credentials for ServerCredentials {
-    fn check(&self, machine: &str, token: &str, now: i64) -> Result<(), String> {
-        let recent = self.uses.get(machine);
-        self.creds
-            .check_used(machine, token, now, recent)
-            .map_err(|r| r.to_string())?;
-        self.uses.note(machine, now);
-        Ok(())
-    }
-    fn registered_at(&self, machine: &str) -> Option<i64> {
-        self.creds.get(machine).map(|c| c.created)
-    }
-    fn check_machine(&self, machine: &str, now: i64) -> Result<(), String> {
-        let recent = self.uses.get(machine);
-        self.creds
-            .check_machine(machine, now, recent)
-            .map_err(|r| r.to_string())?;
-        self.uses.note(machine, now);
-        Ok(())
-    }
-}
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
     let b: Vec<u8> = (0..s.len())
@@ -192,11 +165,7 @@ fn machines(cfg: &str) -> Option<veto_identity::Credentials> {
 
 fn set_credentials(shared: &Shared, cfg: &str, uses: &Arc<Uses>) {
     if let Some(creds) = machines(cfg) {
-        let boxed: Box<dyn veto_proxy::Credentials> = Box::new(ServerCredentials {
-            creds,
-            uses: uses.clone(),
-        });
-        shared.credentials.store(Arc::new(boxed));
+        crate::proxy_creds::install(shared, creds, uses);
     }
 }
 

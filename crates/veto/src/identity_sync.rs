@@ -18,41 +18,6 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// How often the store's version is read.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// Machine credentials from the identity store, for the proxy's request
-/// path: in memory, no disk, a lock only for the use map.
-struct StoreCredentials {
-    creds: veto_identity::Credentials,
-    uses: Arc<Uses<String>>,
-}
-
-impl veto_proxy::Credentials for StoreCredentials {
-    fn check(&self, machine: &str, token: &str, now: i64) -> Result<(), String> {
-        let recent = self.uses.get(machine);
-        self.creds
-            .check_used(machine, token, now, recent)
-            .map_err(|r| r.to_string())?;
-        self.uses.note(machine, now);
-        Ok(())
-    }
-
-    fn registered_at(&self, machine: &str) -> Option<i64> {
-        self.creds.get(machine).map(|c| c.created)
-    }
-    fn check_machine(&self, machine: &str, now: i64) -> Result<(), String> {
-        let recent = self.uses.get(machine);
-        self.creds
-            .check_machine(machine, now, recent)
-            .map_err(|r| match r {
-                veto_identity::Refusal::UnknownMachine => format!(
-                    "The client certificate names machine `{machine}`, which is not registered."
-                ),
-                other => other.to_string(),
-            })?;
-        self.uses.note(machine, now);
-        Ok(())
-    }
-}
-
 pub struct Identities {
     shared: Arc<Shared>,
     store: Arc<Store>,
@@ -89,11 +54,7 @@ pub fn start(
         .snapshot()
         .map_err(|e| format!("the identity store: {e}"))?;
     let first = creds.version();
-    let boxed: Box<dyn veto_proxy::Credentials> = Box::new(StoreCredentials {
-        creds,
-        uses: me.uses.clone(),
-    });
-    shared.credentials.store(Arc::new(boxed));
+    crate::proxy_creds::install(&shared, creds, &me.uses);
     let watcher = me.clone();
     tokio::spawn(async move {
         let mut seen: Option<i64> = Some(first);
@@ -126,11 +87,7 @@ pub fn start(
             match read {
                 Ok(Ok((creds, renewed))) => {
                     seen = Some(creds.version());
-                    let boxed: Box<dyn veto_proxy::Credentials> = Box::new(StoreCredentials {
-                        creds,
-                        uses: watcher.uses.clone(),
-                    });
-                    watcher.shared.credentials.store(Arc::new(boxed));
+                    crate::proxy_creds::install(&watcher.shared, creds, &watcher.uses);
                     crate::grant_sync::report(
                         &watcher.shared,
                         &watcher.control,

@@ -12,6 +12,7 @@ pub mod fleet_cmd;
 pub mod grant_sync;
 pub mod identity_sync;
 pub mod machine_cmd;
+mod proxy_creds;
 pub mod run;
 pub mod sample;
 pub mod table;

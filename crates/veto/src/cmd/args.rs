@@ -47,20 +47,33 @@ impl Remote {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
-        let token = veto::admin_client::token(self.token.clone(), &self.data.data)
-            .map_err(anyhow::Error::msg)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(veto::admin_client::call(
+        admin_call(
             &self.admin,
-            &token,
+            self.token.clone(),
+            &self.data.data,
             method,
             path,
             body,
-        ))
-        .map_err(anyhow::Error::msg)
+        )
     }
+}
+
+/// One call to an admin API (`veto run`'s or `veto server`'s): the token
+/// given, else VETO_ADMIN_TOKEN, else DATA/admin.token.
+pub(crate) fn admin_call(
+    url: &str,
+    token: Option<String>,
+    data: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let token = veto::admin_client::token(token, data).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(veto::admin_client::call(url, &token, method, path, body))
+        .map_err(anyhow::Error::msg)
 }
 
 #[derive(clap::Args)]

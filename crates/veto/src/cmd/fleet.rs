@@ -24,14 +24,7 @@ impl ServerOpt {
         let Some(server) = &self.server else {
             return Ok(None);
         };
-        let token =
-            veto::admin_client::token(self.token.clone(), data).map_err(anyhow::Error::msg)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(veto::admin_client::call(server, &token, method, path, body))
-            .map(Some)
-            .map_err(anyhow::Error::msg)
+        admin_call(server, self.token.clone(), data, method, path, body).map(Some)
     }
 }
 
