@@ -9,13 +9,7 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-const POLICY: &str = "version: 1
-defaults: { decision: deny }
-rules:
-  - id: lab
-    effect: allow
-    to: { cidrs: [127.0.0.0/8] }
-";
+const POLICY: &str = ALLOW_LOOPBACK;
 
 fn in_ns(pid: u32, script: &str) -> std::process::Output {
     Command::new("nsenter")

@@ -6,21 +6,16 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-const POLICY: &str = "version: 1
-defaults: { decision: deny }
-rules:
-  - id: lab
-    effect: allow
-    to: { cidrs: [127.0.0.0/8] }
-";
+const POLICY: &str = ALLOW_LOOPBACK;
 
-/// `http_upstream`, counting the connections it accepts.
-fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+/// An upstream on loopback that counts the connections it accepts and
+/// serves each with `serve` (given the connection's number, from 1).
+fn counting(serve: fn(TcpStream, usize)) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -28,45 +23,39 @@ fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || serve_http(stream, Duration::ZERO));
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::spawn(move || serve(stream, n));
         }
     });
     (addr, accepted)
+}
+
+/// `http_upstream`, counting the connections it accepts.
+fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    counting(|s, _| serve_http(s, Duration::ZERO))
 }
 
 /// An upstream that answers one request per connection and then closes it,
 /// without saying so (no `Connection: close`), as a server restarting or
 /// timing out idle connections does.
 fn one_shot_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let body = format!("connection {n}");
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.flush();
-            });
+    counting(|mut s, n| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
         }
-    });
-    (addr, accepted)
+        let body = format!("connection {n}");
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = s.flush();
+    })
 }
 
 /// Requests on one kept-alive client connection, in turn to each upstream.

@@ -5,6 +5,16 @@
 
 pub mod tls;
 
+/// Everything on loopback allowed, nothing else: the upstreams the tests
+/// start are private addresses, opened by a `cidrs` allow.
+pub const ALLOW_LOOPBACK: &str = "version: 1
+defaults: { decision: deny }
+rules:
+  - id: lab
+    effect: allow
+    to: { cidrs: [127.0.0.0/8] }
+";
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
