@@ -161,7 +161,7 @@ pub(crate) fn private_key(hs: &[u8], s: usize, marks: &mut PemMarkers) -> Option
 /// far more often the query string, an escape or quoting around an address,
 /// and including them would make a finding (and its redaction) swallow `to=`
 /// or `a=1&`.
-fn is_local(b: u8) -> bool {
+pub(crate) fn is_local(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-')
 }
 

@@ -73,6 +73,8 @@ pub(crate) fn scan_run(hs: &[u8], start: usize, sink: &mut Sink<'_>) -> usize {
     let run_free = free_before(hs, start);
     let mut total = 0usize;
     let mut kinds = 0u8;
+    // The separator kinds before the last group joined.
+    let mut kinds_before_last = 0u8;
     let mut groups = [Group::default(); 3];
     let mut seen = 0usize;
     let mut sep = 0u8;
@@ -99,6 +101,7 @@ pub(crate) fn scan_run(hs: &[u8], start: usize, sink: &mut Sink<'_>) -> usize {
         match (hs.get(i), hs.get(i + 1)) {
             (Some(&s @ (b' ' | b'-')), Some(d)) if d.is_ascii_digit() => {
                 sep = s;
+                kinds_before_last = kinds;
                 kinds |= if s == b' ' { SPACE } else { DASH };
                 i += 1;
             }
@@ -107,16 +110,39 @@ pub(crate) fn scan_run(hs: &[u8], start: usize, sink: &mut Sink<'_>) -> usize {
     }
 
     // One separator kind per number: a run mixing both is not a card.
-    if kinds != SPACE | DASH
-        && (13..=19).contains(&total)
-        && (b'2'..=b'6').contains(&hs[start])
-        && run_free
-        && free_after(hs, i)
-        && luhn_valid(&hs[start..i])
-    {
+    let card = |end: usize, total: usize, kinds: u8| {
+        kinds != SPACE | DASH
+            && (13..=19).contains(&total)
+            && (b'2'..=b'6').contains(&hs[start])
+            && run_free
+            && free_after(hs, end)
+            && luhn_valid(&hs[start..end])
+    };
+    if card(i, total, kinds) {
         sink.emit(ClassId::CREDIT_CARD, start, i);
+    } else if seen >= 2 && begins_email(hs, groups[2].start, i) {
+        // The last group begins an email's local part (`... 0@x.io`), not
+        // the card's digits: the card is the run before it. Otherwise
+        // redacting that email would shorten the run and reveal a card the
+        // scan had not seen.
+        let end = groups[1].end;
+        if card(end, total - groups[2].len(), kinds_before_last) {
+            sink.emit(ClassId::CREDIT_CARD, start, end);
+        }
     }
     i
+}
+
+/// Whether an email's local part starts at `group` (whose digits end at
+/// `end`): local-part characters up to an `@` that makes an email, and no
+/// further back.
+fn begins_email(hs: &[u8], group: usize, end: usize) -> bool {
+    let at = end
+        + hs[end..]
+            .iter()
+            .take_while(|&&b| crate::builtin::is_local(b))
+            .count();
+    hs.get(at) == Some(&b'@') && crate::builtin::email(hs, at).is_some_and(|(l, _)| l == group)
 }
 
 /// Luhn over the digits of `run` (separators skipped): from the right,

@@ -41,7 +41,11 @@
 //! - `credit_card`: a run is digit groups joined by one space or one dash;
 //!   the whole maximal run is the candidate, so `4111 1111 1111 1111 12`
 //!   (18 digits) is not a card and a 20-digit id never yields a 16-digit one.
-//!   A run mixing spaces and dashes is not a card.
+//!   A run mixing spaces and dashes is not a card. One exception: when the
+//!   run's last group begins an email's local part (`4111 1111 1111 1111
+//!   42@mail.example`), that group belongs to the email and the candidate is
+//!   the run before it; otherwise redacting the email would reveal a card
+//!   the scan had not seen.
 //! - `us_ssn`: any three consecutive groups of a run shaped 3-2-4 with the
 //!   same separator (`1-123-45-6789` contains one).
 //! - `email`: local part `[A-Za-z0-9._+-]`, not starting with a dot; domain

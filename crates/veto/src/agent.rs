@@ -115,8 +115,9 @@ pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Machine credentials from the server (hashes only), checked in memory;
-/// uses are noted and reported with the agent's status.
+/// Uses of the server's machine credentials (hashes only, checked in
+/// memory by proxy_creds.rs), noted per request and reported with the
+/// agent's status.
 type Uses = veto_identity::Uses<String>;
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
