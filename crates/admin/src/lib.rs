@@ -115,7 +115,7 @@ async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respons
     }
     (
         [("content-type", "text/plain; version=0.0.4")],
-        admin.shared.metrics.render(),
+        admin.shared.metrics.render(admin.shared.writer.counts()),
     )
         .into_response()
 }

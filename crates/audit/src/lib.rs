@@ -23,7 +23,7 @@ pub use store::{
     Filter, RawEntry, Sync, db_path, entries_after, events, head, open_ro, open_rw, query,
 };
 pub use verify::{Broken, Intact, verify, verify_with};
-pub use writer::{Full, Pruned, Receipt, Retention, Writer, now};
+pub use writer::{Counts, Full, Pruned, Receipt, Retention, Writer, now};
 
 /// Why the audit trail could not do what was asked. Clone, so that one
 /// failed group commit can be reported to every request waiting on it.

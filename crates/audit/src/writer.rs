@@ -13,6 +13,7 @@ use crate::store::{self, Row, Sync};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// At most this many entries per transaction: bounds a commit's latency.
@@ -78,11 +79,27 @@ pub struct Pruned {
     pub records: i64,
 }
 
+/// What the writer has committed since it started, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Transactions committed (one per group).
+    pub commits: u64,
+    /// Chain entries in them.
+    pub entries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    entries: AtomicU64,
+}
+
 /// A handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     live: broadcast::Sender<Arc<Record>>,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
@@ -100,7 +117,9 @@ impl Writer {
         let conn = store::open_rw(path, sync)?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (live, _) = broadcast::channel(LIVE);
+        let counters = Arc::new(Counters::default());
         let mut state = State {
+            counters: counters.clone(),
             path: path.to_path_buf(),
             sync,
             head: store::head(&conn)?,
@@ -114,7 +133,11 @@ impl Writer {
             .name("veto-audit".into())
             .spawn(move || state.run(rx))
             .map_err(|e| AuditError::io("audit writer thread", e))?;
-        Ok(Writer { jobs, live })
+        Ok(Writer {
+            jobs,
+            live,
+            counters,
+        })
     }
 
     /// Records a decision; returns once it is committed. `unix_ms` is the
@@ -191,6 +214,15 @@ impl Writer {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
         self.live.subscribe()
     }
+
+    /// Commits and entries so far: entries per commit is how well the
+    /// writer groups (a commit's cost is mostly fixed).
+    pub fn counts(&self) -> Counts {
+        Counts {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            entries: self.counters.entries.load(Ordering::Relaxed),
+        }
+    }
 }
 
 struct State {
@@ -203,6 +235,7 @@ struct State {
     key: Option<crate::signing::Key>,
     /// Checkpoints the log on a thread of its own.
     checkpoints: crate::checkpoint::Checkpointer,
+    counters: Arc<Counters>,
 }
 
 impl State {
@@ -358,6 +391,12 @@ impl State {
         }
         tx.commit()?;
         self.checkpoints.committed();
+        if !out.is_empty() {
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .entries
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+        }
         self.head = (seq, prev);
         Ok(out)
     }

@@ -109,8 +109,8 @@ impl Metrics {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition, with the audit writer's counts.
+    pub fn render(&self, audit: veto_audit::Counts) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP veto_decisions_total Decisions by result and rule.\n# TYPE veto_decisions_total counter\n");
         {
@@ -150,6 +150,16 @@ impl Metrics {
             out,
             "# HELP veto_audit_failures_total Requests refused because the audit store could not write.\n# TYPE veto_audit_failures_total counter\nveto_audit_failures_total {}",
             self.audit_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP veto_audit_commits_total Transactions the audit writer committed (one per group of entries).\n# TYPE veto_audit_commits_total counter\nveto_audit_commits_total {}",
+            audit.commits
+        );
+        let _ = writeln!(
+            out,
+            "# HELP veto_audit_entries_total Chain entries the audit writer committed (decisions, completions, events).\n# TYPE veto_audit_entries_total counter\nveto_audit_entries_total {}",
+            audit.entries
         );
         out
     }

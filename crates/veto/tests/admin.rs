@@ -186,6 +186,22 @@ fn the_admin_api_is_authenticated() {
         "{metrics}"
     );
     assert!(metrics.contains("veto_tunnels_open 0"));
+    // Both decisions are committed before their answers: at least two
+    // entries, in at least one and at most as many commits.
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let (commits, entries) = (
+        counter("veto_audit_commits_total"),
+        counter("veto_audit_entries_total"),
+    );
+    assert!(
+        entries >= 2 && commits >= 1 && commits <= entries,
+        "{metrics}"
+    );
 
     let (code, body) = admin_get(&veto, "/v1/decisions?decision=deny", Some(&token));
     assert_eq!(code, 200);
