@@ -71,6 +71,7 @@ fn decided(ms: u64) -> Decided {
         port: 18080,
         path: Some("/1k".into()),
         ips: vec!["127.0.0.1".into()],
+        dns_lookup: false,
         decision: "allow".into(),
         would: None,
         rule: "bench-upstream".into(),

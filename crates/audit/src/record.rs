@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// The `prev` of the first entry of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -31,6 +35,10 @@ pub struct Decided {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub ips: Vec<String>,
+    /// Whether veto asked DNS for the host (absent: it did not, e.g. the
+    /// name alone was refused, or `--resolve` answered).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dns_lookup: bool,
     pub decision: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would: Option<String>,
@@ -72,6 +80,8 @@ pub struct Record {
     pub port: u16,
     pub path: Option<String>,
     pub ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dns_lookup: bool,
     pub decision: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would: Option<String>,
@@ -102,6 +112,7 @@ impl Record {
             port: d.port,
             path: d.path,
             ips: d.ips,
+            dns_lookup: d.dns_lookup,
             decision: d.decision,
             would: d.would,
             rule: d.rule,

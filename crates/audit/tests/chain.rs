@@ -20,6 +20,7 @@ fn decided(i: usize, machine: &str, host: &str, decision: &str) -> (Decided, u64
         port: 443,
         path: Some("/v1/x".into()),
         ips: vec!["93.184.215.14".into()],
+        dns_lookup: false,
         decision: decision.into(),
         would: None,
         rule: if decision == "deny" {

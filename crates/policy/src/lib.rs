@@ -25,6 +25,7 @@ mod load_rule;
 pub mod model;
 pub mod path;
 pub mod reference;
+pub mod target;
 mod warn;
 pub mod yaml;
 
@@ -38,6 +39,7 @@ pub use model::{
 };
 pub use path::{PathGlob, normalize_path};
 pub use reference::{Miss, Step};
+pub use target::{EscapedSlashes, Normalize, PathRules, TargetError, forward_target};
 
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -49,6 +51,21 @@ pub struct Policy {
     index: index::Index,
     hash: String,
     warnings: Vec<Diagnostic>,
+    /// Whether an allow rule could match by address (`cidrs`, directly or
+    /// through a service): only then can a lookup turn a default refusal
+    /// into an allow.
+    addr_allows: bool,
+}
+
+fn addr_allows(doc: &Document) -> bool {
+    let service_cidrs = doc.services.iter().any(|s| !s.cidrs.is_empty());
+    doc.rules.iter().any(|r| {
+        r.effect == Effect::Allow
+            && r.to.as_ref().is_some_and(|t| {
+                !t.cidrs.is_empty()
+                    || (service_cidrs && (!t.services.is_empty() || !t.tags.is_empty()))
+            })
+    })
 }
 
 /// A runtime opt-out (contract: `veto optout add`), as the policy engine
@@ -158,6 +175,7 @@ impl Policy {
         }
         let policy = Policy {
             index: index::Index::build(&doc),
+            addr_allows: addr_allows(&doc),
             doc,
             hash,
             warnings,
@@ -183,6 +201,26 @@ impl Policy {
     /// not allocate.
     pub fn decide(&self, req: &Request<'_>, grants: &dyn Grants) -> Decision {
         self.index.decide(&self.doc, req, grants)
+    }
+
+    /// The decision when the destination's addresses cannot change whether
+    /// it is refused: `Some` only for a refusal (by a rule, or by the
+    /// default when no allow rule matches by address). The proxy asks this
+    /// before resolving, so a refused name is never looked up: a lookup of
+    /// `<secret>.attacker.example` would itself deliver the secret.
+    /// `req.ips` must be empty.
+    pub fn refused_by_name(&self, req: &Request<'_>, grants: &dyn Grants) -> Option<Decision> {
+        let d = self.decide(req, grants);
+        let final_refusal = match d.applied.by {
+            By::Rule(_) | By::PrivateNetwork(..) => true,
+            By::Default => !self.addr_allows,
+            // A tunnel refused for what veto cannot see may still be
+            // opened and decided request by request.
+            By::Unseen(_) => false,
+        };
+        // Report mode lets the request out: it will be sent, so resolved.
+        (d.applied.effect == Effect::Deny && d.shadow.effect == Effect::Deny && final_refusal)
+            .then_some(d)
     }
 
     /// Decides a request by trying every rule, and returns what each rule

@@ -4,6 +4,7 @@
 
 use crate::host::HostPattern;
 use crate::model::*;
+use crate::target::{EscapedSlashes, Normalize, PathRules};
 use crate::yaml::{self, Node, Pos, Value};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -194,6 +195,7 @@ impl Loader {
                 "version",
                 "defaults",
                 "tls",
+                "paths",
                 "machines",
                 "services",
                 "detectors",
@@ -213,6 +215,7 @@ impl Loader {
         }
         let defaults = self.defaults(f.get("defaults"));
         let intercept = self.tls(f.get("tls"));
+        let paths = self.paths(f.get("paths"));
         let machines = f
             .get("machines")
             .map(|n| self.machines(n))
@@ -228,6 +231,7 @@ impl Loader {
         let mut doc = Document {
             defaults: defaults?,
             intercept: intercept?,
+            paths: paths?,
             machines,
             services,
             detectors,
@@ -288,6 +292,29 @@ impl Loader {
             ),
             None => Some(Intercept::Auto),
         }
+    }
+
+    fn paths(&mut self, n: Option<&Node<'_>>) -> Option<PathRules> {
+        let mut r = PathRules::default();
+        let Some(n) = n else { return Some(r) };
+        let entries = self.map(n, "paths")?;
+        let f = self.fields(entries, "`paths`", &["normalize", "escaped_slashes"]);
+        let before = self.errors.len();
+        if let Some(v) = f.get("normalize") {
+            let options = [("forward", Normalize::Forward), ("refuse", Normalize::Refuse)];
+            r.normalize = self.one_of(v, "normalize", &options).unwrap_or(r.normalize);
+        }
+        if let Some(v) = f.get("escaped_slashes") {
+            let options = [
+                ("refuse", EscapedSlashes::Refuse),
+                ("keep", EscapedSlashes::Keep),
+                ("decode", EscapedSlashes::Decode),
+            ];
+            r.escaped_slashes = self
+                .one_of(v, "escaped_slashes", &options)
+                .unwrap_or(r.escaped_slashes);
+        }
+        (self.errors.len() == before).then_some(r)
     }
 
     pub(crate) fn mode(&mut self, v: &Node<'_>) -> Option<Mode> {

@@ -238,6 +238,8 @@ pub struct Defaults {
 pub struct Document {
     pub defaults: Defaults,
     pub intercept: Intercept,
+    /// How request paths are put in the form that is matched and forwarded.
+    pub paths: crate::target::PathRules,
     pub machines: Vec<Machine>,
     pub services: Vec<Service>,
     pub detectors: Vec<Detector>,

@@ -1,20 +1,26 @@
 //! Request paths and path globs.
 //!
 //! A path is matched after percent-decoding (except `%2F`, which would turn
-//! one segment into two) and removing dot segments, so `/a/%2e%2e/admin` and
-//! `/admin` cannot be told apart by a rule: the server would not either.
+//! one segment into two), reading `\` as `/`, merging repeated slashes,
+//! dropping `;` parameters from each segment (as servlet containers do) and
+//! removing dot segments, so `/a/%2e%2e/admin`, `//admin`, `/admin;x` and
+//! `/admin` cannot be told apart by a rule: some server would not either.
+//! What is forwarded is put in the same form first (`target.rs`).
 
 use std::borrow::Cow;
 
 /// Normalises a request target's path for matching: drops the query and
-/// fragment, percent-decodes everything but `%2F`, removes dot segments.
-/// Borrows when nothing needs to change.
+/// fragment, percent-decodes everything but `%2F`, reads `\` as `/`,
+/// merges slashes, drops `;` parameters, removes dot segments. Borrows when
+/// nothing needs to change.
 pub fn normalize_path(target: &str) -> Cow<'_, str> {
     let end = target.find(['?', '#']).unwrap_or(target.len());
     let raw = &target[..end];
     let needs_decode = raw.contains('%');
-    let needs_dots = raw.split('/').any(|s| s == "." || s == "..");
-    if !needs_decode && !needs_dots && raw.starts_with('/') {
+    let needs_work = raw.contains(['\\', ';'])
+        || raw.contains("//")
+        || raw.split('/').any(|s| s == "." || s == "..");
+    if !needs_decode && !needs_work && raw.starts_with('/') {
         return Cow::Borrowed(raw);
     }
     let decoded: Cow<'_, str> = if needs_decode {
@@ -22,7 +28,7 @@ pub fn normalize_path(target: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(raw)
     };
-    Cow::Owned(remove_dot_segments(&decoded))
+    Cow::Owned(remove_dot_segments(&decoded.replace('\\', "/")))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -58,15 +64,18 @@ fn percent_decode_keep_slash(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// RFC 3986 section 5.2.4, on an absolute path. The result starts with `/`.
+/// RFC 3986 section 5.2.4, on an absolute path, with empty segments merged
+/// away. The result starts with `/`.
 fn remove_dot_segments(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let last = segs.len().saturating_sub(1);
     let mut trailing = false;
     for (i, seg) in segs.iter().enumerate() {
-        match *seg {
-            "." => trailing = i == last,
+        // `;` parameters are not part of the segment for matching.
+        let seg = seg.split(';').next().unwrap_or("");
+        match seg {
+            "" | "." => trailing = i == last,
             ".." => {
                 out.pop();
                 trailing = i == last;
@@ -254,6 +263,11 @@ mod tests {
         assert_eq!(normalize_path(""), "/");
         assert_eq!(normalize_path("/%zz"), "/%zz");
         assert_eq!(normalize_path("/%4"), "/%4");
+        assert_eq!(normalize_path("//admin//users"), "/admin/users");
+        assert_eq!(normalize_path("/a\\..\\admin"), "/admin");
+        assert_eq!(normalize_path("/a%5C..%5Cadmin"), "/admin");
+        assert_eq!(normalize_path("/admin;jsessionid=1/users"), "/admin/users");
+        assert_eq!(normalize_path("/a/b//"), "/a/b/");
     }
 
     #[test]

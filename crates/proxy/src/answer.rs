@@ -24,6 +24,18 @@ pub fn empty() -> Body {
     full(Bytes::new())
 }
 
+/// Marks an answer veto made before any record of the request existed
+/// (a malformed request, bad credentials, a name that did not resolve).
+/// The entry point that owns the request finds it, writes the record and
+/// gives the answer again with the record's id: every answer has a record.
+#[derive(Clone, Debug)]
+pub struct Unrecorded {
+    /// The rule the record names: `malformed-request`, `proxy-auth`,
+    /// `unresolvable`, `internal`.
+    pub rule: &'static str,
+    pub reason: String,
+}
+
 /// Where an error came from; it decides the status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -94,6 +106,29 @@ pub fn bad_credentials(reason: &str) -> Response<Body> {
         http::header::PROXY_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"veto\""),
     );
+    resp.extensions_mut().insert(Unrecorded {
+        rule: "proxy-auth",
+        reason: reason.to_string(),
+    });
+    resp
+}
+
+/// [`bad_credentials`] once recorded: the same answer with its record's id.
+pub fn bad_credentials_recorded(reason: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": "proxy authentication failed",
+        "reason": reason,
+        "request_id": request_id,
+    });
+    let mut resp = json_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        body,
+        Some(request_id),
+    );
+    resp.headers_mut().insert(
+        http::header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"veto\""),
+    );
     resp
 }
 
@@ -108,6 +143,17 @@ pub fn error(fault: Fault, reason: &str, request_id: Option<&str>) -> Response<B
         body["request_id"] = id.into();
     }
     let mut resp = json_response(status, body, request_id);
+    if request_id.is_none() {
+        let rule = match fault {
+            Fault::Downstream(_) => "malformed-request",
+            Fault::UpstreamUnreachable | Fault::UpstreamTimeout => "unresolvable",
+            Fault::Internal => "internal",
+        };
+        resp.extensions_mut().insert(Unrecorded {
+            rule,
+            reason: reason.to_string(),
+        });
+    }
     if matches!(fault, Fault::Downstream(_)) {
         // After a malformed request the byte stream cannot be trusted to
         // frame the next one: close the connection.

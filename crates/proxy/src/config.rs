@@ -12,6 +12,9 @@ pub struct Config {
     pub resolve: HashMap<String, Vec<IpAddr>>,
     /// Time to read a request's head (slowloris bound).
     pub header_timeout: Duration,
+    /// Time for a request body veto reads for inspection to arrive
+    /// (then 408): the slowloris bound for bodies.
+    pub body_timeout: Duration,
     /// Time to open a connection upstream (then 504).
     pub connect_timeout: Duration,
     /// Time for an upstream to start answering (then 504).
@@ -42,6 +45,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             resolve: HashMap::new(),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),

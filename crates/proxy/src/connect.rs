@@ -38,6 +38,8 @@ struct Tunnel {
     host: Host,
     port: u16,
     ips: Vec<IpAddr>,
+    /// Whether veto asked DNS for the host.
+    dns_lookup: bool,
     machine: String,
     /// A rule that makes this tunnel one to open if it is TLS.
     opens: Option<u32>,
@@ -82,6 +84,7 @@ impl Tunnel {
             method: None,
             path: None,
             ips: &self.ips,
+            dns_lookup: self.dns_lookup,
             data: BTreeMap::new(),
         }
     }
@@ -125,29 +128,44 @@ pub async fn serve(
     let Some(authority) = req.uri().authority().cloned() else {
         return Err(bad_request("CONNECT needs a HOST:PORT target"));
     };
-    let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
-        return Err(bad_request("CONNECT needs a HOST:PORT target with a port"));
+    let port = match crate::head::port(&authority, 0) {
+        Ok(0) => return Err(bad_request("CONNECT needs a HOST:PORT target with a port")),
+        Ok(p) => p,
+        Err((_, why)) => return Err(bad_request(&why)),
     };
     let host = normalize_host(authority.host()).map_err(|e| bad_request(&e.to_string()))?;
     phase::identify(shared, req.headers(), ctx)?;
-    let ips = phase::resolve(shared, &host)
-        .await
-        .map_err(|(fault, why)| answer::error(fault, &why, None))?;
-    let t = Tunnel {
+    let mut t = Tunnel {
         shared: shared.clone(),
         active: shared.policy.load_full(),
         host,
         port,
-        ips,
+        ips: Vec::new(),
+        dns_lookup: false,
         machine: ctx.machine.clone(),
         opens: None,
     };
-    let mut t = t;
     let hash = t.active.policy.hash().to_string();
     let now = ctx.now_secs();
+    // A name refused whatever it resolves to is never looked up: the query
+    // itself would carry the name out.
+    let by_name = matches!(t.host, Host::Name(_))
+        && [Protocol::Tls, Protocol::Tcp].iter().all(|p| {
+            t.active
+                .policy
+                .refused_by_name(&t.view(*p, now), &t.shared.grants)
+                .is_some()
+        });
+    if !by_name {
+        t.ips = phase::resolve(shared, &t.host)
+            .await
+            .map_err(|(fault, why)| answer::error(fault, &why, None))?;
+        t.dns_lookup = matches!(&t.host, Host::Name(n) if !shared.resolver.overrides(n));
+    }
 
     let early = match phase::names_self(shared, &t.ips, port) {
         Some(why) => Some(Verdict::refuse("private-network", why)),
+        None if by_name => Some(Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tls, now)).1),
         None => {
             let (d_tls, v_tls) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tls, now));
             let (d_tcp, _) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tcp, now));

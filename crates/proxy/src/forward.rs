@@ -84,6 +84,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Adds this hop to `Via` (RFC 9110 7.6.3), after any the message carries:
+/// the received protocol and veto's pseudonym.
+fn add_via(headers: &mut HeaderMap, version: http::Version) {
+    let hop = match version {
+        http::Version::HTTP_2 => "2 veto",
+        http::Version::HTTP_10 => "1.0 veto",
+        _ => "1.1 veto",
+    };
+    headers.append(http::header::VIA, HeaderValue::from_static(hop));
+}
+
+/// An upstream's `Veto-*` headers are dropped: only veto speaks for veto,
+/// so a destination cannot forge a decision (`Veto-Decision: allow`) or
+/// another request's id.
+fn drop_veto_headers(headers: &mut HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("veto-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
 /// A body that counts the bytes passing through and reports the total once,
 /// when it ends or is dropped (a client that hangs up still gets a record).
 pub struct Counted<B> {
@@ -185,6 +210,7 @@ pub(crate) async fn send(
 ) -> Result<Response<Body>, Response<Body>> {
     let (host, port) = (&t.host, t.port);
     strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers, parts.version);
     // A body veto read (and may have redacted) is sent with its own length;
     // a streamed one keeps the client's framing.
     let exact = hyper::body::Body::size_hint(&body).exact();
@@ -225,11 +251,11 @@ pub(crate) async fn send(
     let wait = shared.config.response_timeout;
     let answered = match via {
         Via::Pool => {
-            let ip = t
-                .ips
+            let ips = t.ips.unwrap_or_default();
+            let ip = ips
                 .iter()
                 .find(|ip| ip.is_ipv4())
-                .or_else(|| t.ips.first())
+                .or_else(|| ips.first())
                 .copied();
             let Some(ip) = ip else {
                 return Err(fail(
@@ -237,17 +263,28 @@ pub(crate) async fn send(
                     "no address to connect to".into(),
                 ));
             };
-            parts.uri = upstream_uri(ip, port, t.target).map_err(|e| {
-                answer::error(
-                    Fault::Downstream(http::StatusCode::BAD_REQUEST),
-                    &e.to_string(),
-                    None,
-                )
-            })?;
-            if !parts.headers.contains_key(http::header::HOST)
-                && let Ok(v) = HeaderValue::from_str(&authority())
-            {
-                parts.headers.insert(http::header::HOST, v);
+            parts.uri = match upstream_uri(ip, port, t.target) {
+                Ok(uri) => uri,
+                Err(e) => {
+                    return Err(fail(
+                        Fault::Downstream(http::StatusCode::BAD_REQUEST),
+                        format!("the request target cannot be sent: {e}"),
+                    ));
+                }
+            };
+            // The Host is the target's authority, whatever the client's own
+            // Host said (RFC 9112 3.2.2): a request decided for one host
+            // must not reach another virtual host of a shared upstream.
+            match HeaderValue::from_str(&authority()) {
+                Ok(v) => {
+                    parts.headers.insert(http::header::HOST, v);
+                }
+                Err(_) => {
+                    return Err(fail(
+                        Fault::Downstream(http::StatusCode::BAD_REQUEST),
+                        "the target's authority cannot be a Host header".into(),
+                    ));
+                }
             }
             parts.version = http::Version::HTTP_11;
             let client = shared.client.clone();
@@ -281,6 +318,8 @@ pub(crate) async fn send(
     };
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
+    drop_veto_headers(&mut rparts.headers);
+    add_via(&mut rparts.headers, rparts.version);
     let status = rparts.status.as_u16();
     let received = Arc::new(AtomicU64::new(0));
     let done = {

@@ -6,14 +6,15 @@ use crate::forward::{self, Via};
 use crate::phase::{self, Ctx, Seen, Verdict};
 use crate::state::Shared;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use veto_policy::{DataSet, Effect, Host, Protocol, normalize_host, normalize_path};
+use crate::head::{self, Facts};
+use veto_policy::{DataSet, Decision, Effect, Host, Protocol, normalize_host, normalize_path};
 
 /// Serves one request: every answer, whatever it is, carries the id of
-/// the request's audit record.
+/// the request's audit record, and that record exists.
 pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -21,6 +22,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let mut ctx = Ctx::new();
     ctx.peer = peer;
+    let facts = Facts::of(&req, "http");
     let result = if let Some(refusal) = precheck(&shared, &req) {
         Err(refusal)
     } else if req.method() == http::Method::CONNECT {
@@ -28,11 +30,8 @@ pub async fn handle(
     } else {
         serve(&shared, &mut ctx, req).await
     };
-    let mut resp = result.unwrap_or_else(|r| r);
-    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        resp.headers_mut().insert("veto-request-id", v);
-    }
-    resp
+    let resp = result.unwrap_or_else(|r| r);
+    phase::finish(&shared, &ctx, &facts, resp).await
 }
 
 /// Checks every request gets before anything else: head limits, and
@@ -60,41 +59,14 @@ pub(crate) fn precheck<B>(shared: &Shared, req: &Request<B>) -> Option<Response<
             None,
         ));
     }
-    smuggling(req.headers()).map(bad_request)
+    head::framing(req.headers())
+        .and_then(|()| head::one_host(req))
+        .err()
+        .map(refused)
 }
 
-/// Framing that two servers could read two ways is refused outright
-/// (RFC 9112 6.3): the proxy and the upstream must never disagree about
-/// where one request ends and the next begins.
-fn smuggling(h: &http::HeaderMap) -> Option<&'static str> {
-    let te = h.get_all(http::header::TRANSFER_ENCODING).iter().count();
-    let cl: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
-    if te > 0 && !cl.is_empty() {
-        return Some(
-            "the request has both Content-Length and Transfer-Encoding (request smuggling)",
-        );
-    }
-    if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
-        return Some("the request has conflicting Content-Length headers (request smuggling)");
-    }
-    if te > 0 {
-        let chunked_last = h
-            .get_all(http::header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.rsplit(',')
-                    .next()
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-            });
-        if !chunked_last {
-            return Some(
-                "the request's Transfer-Encoding does not end in chunked (request smuggling)",
-            );
-        }
-    }
-    None
+fn refused((status, why): head::Refused) -> Response<Body> {
+    answer::error(Fault::Downstream(status), &why, None)
 }
 
 fn bad_request(why: &str) -> Response<Body> {
@@ -126,20 +98,19 @@ async fn serve(
         return Err(bad_request("the request URI has no host"));
     };
     let host = normalize_host(authority_host).map_err(|e| bad_request(&e.to_string()))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = match uri.authority() {
+        Some(a) => head::port(a, 80).map_err(refused)?,
+        None => 80,
+    };
     let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
 
     phase::identify(shared, req.headers(), ctx)?;
-    let ips = phase::resolve(shared, &host)
-        .await
-        .map_err(|(fault, why)| answer::error(fault, &why, None))?;
-
     let t = Target {
         protocol: Protocol::Http,
         host: &host,
         port,
         target: &target,
-        ips: &ips,
+        ips: None,
     };
     exchange(shared, ctx, &t, req, Via::Pool).await
 }
@@ -152,7 +123,9 @@ pub(crate) struct Target<'a> {
     pub port: u16,
     /// The path and query, as the client sent them.
     pub target: &'a str,
-    pub ips: &'a [std::net::IpAddr],
+    /// The checked addresses, when already known (an opened tunnel's);
+    /// `None`: resolved here, once the name alone has not refused it.
+    pub ips: Option<&'a [std::net::IpAddr]>,
 }
 
 /// The phases after resolve: inspect, decide, audit, answer. The same for
@@ -171,28 +144,68 @@ pub(crate) async fn exchange(
         target,
         ips,
     } = *t;
-    let path = normalize_path(target).into_owned();
     let active = shared.policy.load_full();
+    // Phase: target. What is decided is exactly what is forwarded: the
+    // path in the policy's normal form (policy `paths:`).
+    let target = veto_policy::forward_target(target, &active.policy.document().paths)
+        .map_err(|e| bad_request(&e.to_string()))?;
+    let target: &str = &target;
+    let path = normalize_path(target).into_owned();
     let method = req.method().as_str().to_string();
+    let overridden =
+        head::method_override(req.headers(), target).map_err(refused)?.filter(|m| *m != method);
     let (mut parts, body) = req.into_parts();
-    let self_ref = phase::names_self(shared, ips, port);
-    let view = |data: DataSet| veto_policy::Request {
+    let at = At {
         machine: &ctx.machine,
         protocol,
-        host: host.as_ref(),
+        host,
         port,
-        ips,
-        method: &method,
         path: &path,
-        data,
         now: ctx.now_secs(),
+    };
+    let view = |ips, method, data| at.view(ips, method, data);
+
+    // Phase: resolve, only when the addresses can still change the
+    // outcome: a lookup of a refused name would itself carry it out.
+    let resolved: Vec<std::net::IpAddr>;
+    let (ips, dns_lookup, by_name) = match ips {
+        Some(ips) => (ips, false, false),
+        None => {
+            let refused_by_name = matches!(host, Host::Name(_))
+                && std::iter::once(method.as_str())
+                    .chain(overridden.as_deref())
+                    .any(|m| {
+                        active
+                            .policy
+                            .refused_by_name(&view(&[], m, DataSet::EMPTY), &shared.grants)
+                            .is_some()
+                    });
+            if refused_by_name {
+                (&[][..], false, true)
+            } else {
+                resolved = phase::resolve(shared, host)
+                    .await
+                    .map_err(|(fault, why)| answer::error(fault, &why, None))?;
+                let dns = matches!(host, Host::Name(n) if !shared.resolver.overrides(n));
+                (&resolved[..], dns, false)
+            }
+        }
+    };
+    let self_ref = phase::names_self(shared, ips, port);
+    // The stricter decision of the request line's method and an override.
+    let decide_with = |data: DataSet| {
+        let d = active.policy.decide(&view(ips, &method, data), &shared.grants);
+        match &overridden {
+            Some(m) => stricter(d, active.policy.decide(&view(ips, m, data), &shared.grants)),
+            None => (d, false),
+        }
     };
 
     // Phase: inspect. The body is read only when what it holds could
     // change the decision: deciding with no data and with every class tells.
-    let decide_with = |data| active.policy.decide(&view(data), &shared.grants);
-    let data_matters =
-        self_ref.is_none() && decide_with(DataSet::EMPTY) != decide_with(DataSet(u128::MAX));
+    let data_matters = self_ref.is_none()
+        && !by_name
+        && decide_with(DataSet::EMPTY).0 != decide_with(DataSet(u128::MAX)).0;
     let mut buffered: Option<Bytes> = None;
     let mut inspected: Option<Vec<u8>> = None;
     let mut streaming: Option<Incoming> = None;
@@ -205,10 +218,25 @@ pub(crate) async fn exchange(
             "the body is `{name}`-encoded, which veto does not decode"
         ));
     } else {
-        match Limited::new(body, shared.config.inspect_limit)
-            .collect()
-            .await
-        {
+        // Bounded like a head: a body that trickles in would otherwise
+        // hold its connection (and its client's slots) for ever.
+        let wait = shared.config.body_timeout;
+        let read = tokio::time::timeout(
+            wait,
+            Limited::new(body, shared.config.inspect_limit).collect(),
+        )
+        .await
+        .map_err(|_| {
+            answer::error(
+                Fault::Downstream(StatusCode::REQUEST_TIMEOUT),
+                &format!(
+                    "the request body did not arrive within {}s (--body-timeout)",
+                    wait.as_secs()
+                ),
+                None,
+            )
+        })?;
+        match read {
             Ok(collected) => {
                 let raw = collected.to_bytes();
                 match crate::coding::decode(&coding, &raw, shared.config.inspect_limit) {
@@ -251,11 +279,18 @@ pub(crate) async fn exchange(
     };
 
     // Phase: decide.
-    let req_view = view(data);
     let (decision, mut verdict) = match self_ref {
         Some(why) => (None, Verdict::refuse("private-network", why)),
         None => {
-            let (d, v) = Verdict::decide(shared, &active, &req_view);
+            let (d, by_override) = decide_with(data);
+            let m = match (&overridden, by_override) {
+                (Some(m), true) => m.as_str(),
+                _ => method.as_str(),
+            };
+            let mut v = Verdict::of(shared, &active, &view(ips, m, data), &d);
+            if by_override {
+                v.reason = format!("the request overrides its method as {m}: {}", v.reason);
+            }
             (Some(d), v)
         }
     };
@@ -275,6 +310,7 @@ pub(crate) async fn exchange(
         method: Some(&method),
         path: Some(&path),
         ips,
+        dns_lookup,
         data: found.counts,
     };
     // Phase: audit.
@@ -323,9 +359,57 @@ pub(crate) async fn exchange(
     };
     let t = Target {
         target: redacted_target.as_deref().unwrap_or(target),
+        ips: Some(ips),
         ..*t
     };
     forward::send(shared, ctx, parts, &t, body_out, via).await
+}
+
+/// What a request's views share: everything but its addresses, method
+/// and data.
+struct At<'a> {
+    machine: &'a str,
+    protocol: Protocol,
+    host: &'a Host,
+    port: u16,
+    path: &'a str,
+    now: veto_policy::Timestamp,
+}
+
+impl<'a> At<'a> {
+    fn view<'b>(
+        &'b self,
+        ips: &'b [std::net::IpAddr],
+        method: &'b str,
+        data: DataSet,
+    ) -> veto_policy::Request<'b> {
+        veto_policy::Request {
+            machine: self.machine,
+            protocol: self.protocol,
+            host: self.host.as_ref(),
+            port: self.port,
+            ips,
+            method,
+            path: self.path,
+            data,
+            now: self.now,
+        }
+    }
+}
+
+/// The stricter of two decisions (deny, then redact, then allow; the
+/// applied effect first, then the shadow one), and whether it was the
+/// second.
+fn stricter(a: Decision, b: Decision) -> (Decision, bool) {
+    let rank = |d: &Decision| {
+        let r = |e: Effect| match e {
+            Effect::Deny => 2,
+            Effect::Redact => 1,
+            Effect::Allow => 0,
+        };
+        (r(d.applied.effect), r(d.shadow.effect))
+    };
+    if rank(&b) > rank(&a) { (b, true) } else { (a, false) }
 }
 
 fn headers_owned(h: &http::HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {

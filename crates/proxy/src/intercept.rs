@@ -203,6 +203,7 @@ async fn inner(up: &Upstream, req: Request<Incoming>) -> Response<Body> {
                 .err()
         })
         .flatten();
+    let facts = crate::head::Facts::of(&req, "https");
     let result = match crate::http::precheck(&o.shared, &req) {
         Some(refusal) => Err(refusal),
         None if revoked.is_some() => Err(answer::bad_credentials(
@@ -218,17 +219,14 @@ async fn inner(up: &Upstream, req: Request<Incoming>) -> Response<Body> {
                     host: &o.host,
                     port: o.port,
                     target: &target,
-                    ips: &o.ips,
+                    ips: Some(&o.ips),
                 };
                 crate::http::exchange(&o.shared, &mut ctx, &t, req, Via::Tunnel(up)).await
             }
         },
     };
-    let mut resp = result.unwrap_or_else(|r| r);
-    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        resp.headers_mut().insert("veto-request-id", v);
-    }
-    resp
+    let resp = result.unwrap_or_else(|r| r);
+    phase::finish(&o.shared, &ctx, &facts, resp).await
 }
 
 /// The host a request inside the tunnel names, when it is not the CONNECT
@@ -266,6 +264,7 @@ async fn refuse_other_host(
         method: Some(req.method().as_str()),
         path: Some(path),
         ips: &o.ips,
+        dns_lookup: false,
         data: BTreeMap::new(),
     };
     let hash = o.shared.policy.load().policy.hash().to_string();

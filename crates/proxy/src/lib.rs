@@ -16,6 +16,7 @@ mod coding;
 pub mod config;
 mod connect;
 mod forward;
+mod head;
 mod http;
 mod idle;
 pub mod inspect;

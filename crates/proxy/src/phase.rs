@@ -143,6 +143,13 @@ impl Verdict {
     /// Phase: decide.
     pub fn decide(shared: &Shared, active: &Active, req: &Request<'_>) -> (Decision, Verdict) {
         let d = active.policy.decide(req, &shared.grants);
+        let v = Verdict::of(shared, active, req, &d);
+        (d, v)
+    }
+
+    /// The verdict of a decision made for `req`; an applied allow by an
+    /// expiring grant counts as its use.
+    pub fn of(shared: &Shared, active: &Active, req: &Request<'_>, d: &Decision) -> Verdict {
         if let veto_policy::Outcome {
             effect: Effect::Allow,
             by: veto_policy::By::Rule(i),
@@ -154,13 +161,12 @@ impl Verdict {
                 shared.grants.used(&rule.id, req.machine, req.now);
             }
         }
-        let v = Verdict {
+        Verdict {
             effect: d.effect().as_str(),
             would: d.would().map(Effect::as_str),
             rule: active.policy.rule_id(d.named().by).to_string(),
-            reason: active.policy.reason(&d, req),
-        };
-        (d, v)
+            reason: active.policy.reason(d, req),
+        }
     }
 
     /// A refusal veto makes before the policy (its own address).
@@ -182,6 +188,8 @@ pub struct Seen<'a> {
     pub method: Option<&'a str>,
     pub path: Option<&'a str>,
     pub ips: &'a [IpAddr],
+    /// Whether veto asked DNS for the host.
+    pub dns_lookup: bool,
     pub data: BTreeMap<String, u32>,
 }
 
@@ -206,6 +214,7 @@ pub async fn audit(
         port: seen.port,
         path: seen.path.map(str::to_string),
         ips: seen.ips.iter().map(|ip| ip.to_string()).collect(),
+        dns_lookup: seen.dns_lookup,
         decision: verdict.effect.to_string(),
         would: verdict.would.map(str::to_string),
         rule: verdict.rule.clone(),
@@ -240,6 +249,52 @@ pub async fn audit(
             Some(&ctx.id),
         )
     })
+}
+
+/// The last phase of every request: an answer veto made before any record
+/// existed (marked [`answer::Unrecorded`]) is recorded now and given again
+/// with its record's id, so every answer's `Veto-Request-Id` names a
+/// record. If that record cannot be written, the answer is the audit's 503.
+pub async fn finish(
+    shared: &Shared,
+    ctx: &Ctx,
+    facts: &crate::head::Facts,
+    mut resp: Response<Body>,
+) -> Response<Body> {
+    if let Some(u) = resp.extensions_mut().remove::<answer::Unrecorded>() {
+        let status = resp.status();
+        let verdict = Verdict::refuse(u.rule, u.reason);
+        let seen = Seen {
+            protocol: facts.protocol,
+            host: HostRef::Name(&facts.host),
+            port: facts.port,
+            method: facts.method.as_deref(),
+            path: facts.path.as_deref(),
+            ips: &[],
+            dns_lookup: false,
+            data: BTreeMap::new(),
+        };
+        let hash = shared.policy.load().policy.hash().to_string();
+        resp = match audit(shared, ctx, &hash, seen, &verdict, Some(status.as_u16())).await {
+            Err(failed) => failed,
+            Ok(_) if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+                answer::bad_credentials_recorded(&verdict.reason, &ctx.id)
+            }
+            Ok(_) => {
+                let fault = match status.as_u16() {
+                    502 => Fault::UpstreamUnreachable,
+                    504 => Fault::UpstreamTimeout,
+                    503 => Fault::Internal,
+                    _ => Fault::Downstream(status),
+                };
+                answer::error(fault, &verdict.reason, Some(&ctx.id))
+            }
+        };
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&ctx.id) {
+        resp.headers_mut().insert("veto-request-id", v);
+    }
+    resp
 }
 
 /// Records how an exchange ended, without making anyone wait.

@@ -35,6 +35,11 @@ impl Resolver {
         }
     }
 
+    /// Whether `--resolve` answers this name (no DNS query is made).
+    pub fn overrides(&self, host: &str) -> bool {
+        self.overrides.contains_key(host)
+    }
+
     /// Addresses of a normalised host name.
     pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
         if let Some(ips) = self.overrides.get(host) {

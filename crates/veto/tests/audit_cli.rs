@@ -31,6 +31,7 @@ async fn write_store(dir: &Path) {
             port: 443,
             path: Some("/".into()),
             ips: vec![],
+            dns_lookup: false,
             decision: if deny { "deny".into() } else { "allow".into() },
             would: None,
             rule: if deny {

@@ -25,6 +25,9 @@ pub(crate) struct RunCli {
     /// Time a client has to send a request's head (bounds slowloris).
     #[arg(long = "header-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) header_timeout: std::time::Duration,
+    /// Time a client has to send a body veto reads for inspection (then 408).
+    #[arg(long = "body-timeout", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) body_timeout: std::time::Duration,
     /// Time to connect upstream before answering 504.
     #[arg(long = "connect-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) connect_timeout: std::time::Duration,
@@ -104,6 +107,7 @@ pub(crate) fn run_proxy(a: RunCli, agent: Option<veto::agent::AgentArgs>) -> Res
     }
     config.inspect_limit = a.inspect_limit;
     config.header_timeout = a.header_timeout;
+    config.body_timeout = a.body_timeout;
     config.connect_timeout = a.connect_timeout;
     config.response_timeout = a.response_timeout;
     config.idle_timeout = a.idle_timeout;

@@ -1,0 +1,230 @@
+//! What a request head says, read once and checked before anything is
+//! decided: framing that two servers could read two ways, a target that
+//! names two hosts, a port out of range, a method overridden by a header.
+//! Each check here closes a way a request could be decided as one thing
+//! and acted on as another.
+
+use http::{HeaderMap, Request, StatusCode};
+
+/// A request the head checks refuse: the status and why.
+pub type Refused = (StatusCode, String);
+
+/// What the record of a request says when veto answers before deciding
+/// (a malformed head, bad credentials): taken from the head as sent,
+/// bounded, so even a refused request leaves a readable trace.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub protocol: &'static str,
+    pub method: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub path: Option<String>,
+}
+
+/// Longest host and path kept in such a record.
+const MAX_FACT: usize = 1024;
+
+fn bounded(s: &str) -> String {
+    let mut end = s.len().min(MAX_FACT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+impl Facts {
+    pub fn of<B>(req: &Request<B>, protocol: &'static str) -> Facts {
+        let connect = req.method() == http::Method::CONNECT;
+        let host = req
+            .uri()
+            .host()
+            .map(str::to_string)
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_string())
+            })
+            .unwrap_or_default();
+        Facts {
+            protocol: if connect { "tcp" } else { protocol },
+            method: (!connect).then(|| req.method().as_str().to_string()),
+            host: bounded(&host.to_ascii_lowercase()),
+            port: req.uri().port_u16().unwrap_or(0),
+            path: (!connect).then(|| bounded(req.uri().path())),
+        }
+    }
+}
+
+/// Framing that two servers could read two ways is refused outright
+/// (RFC 9112 6.3): the proxy and the upstream must never disagree about
+/// where one request ends and the next begins. A transfer coding other
+/// than `chunked` is not implemented (501, RFC 9112 6.1): veto would pass
+/// on a body it did not read.
+pub fn framing(h: &HeaderMap) -> Result<(), Refused> {
+    let bad = |why: &str| Err((StatusCode::BAD_REQUEST, why.to_string()));
+    let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    let cl: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    if !te.is_empty() && !cl.is_empty() {
+        return bad("the request has both Content-Length and Transfer-Encoding (request smuggling)");
+    }
+    if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
+        return bad("the request has conflicting Content-Length headers (request smuggling)");
+    }
+    if te.is_empty() {
+        return Ok(());
+    }
+    let codings: Vec<String> = te
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    if codings.last().map(String::as_str) != Some("chunked") {
+        return bad("the request's Transfer-Encoding does not end in chunked (request smuggling)");
+    }
+    if codings.len() > 1 {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "the request's Transfer-Encoding `{}` is not implemented: only `chunked` is (veto would pass on a body it cannot read)",
+                codings.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A request names exactly one host: two `Host` headers are malformed
+/// (RFC 9112 3.2), and an HTTP/2 request whose `host` names another
+/// authority than its `:authority` is too (RFC 9113 8.3.1). An HTTP/1.1
+/// absolute-form request's own `Host` is replaced by its target's authority
+/// when forwarded (RFC 9112 3.2.2), so it may differ.
+pub fn one_host<B>(req: &Request<B>) -> Result<(), Refused> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the request has more than one Host header".into(),
+        ));
+    }
+    if req.version() == http::Version::HTTP_2
+        && let (Some(h), Some(a)) = (first, req.uri().authority())
+        && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+    {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the request's host header `{}` names another authority than its :authority `{a}`",
+                String::from_utf8_lossy(h.as_bytes())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The target's port: the URI's, or the scheme's default. A port that is
+/// not a number from 1 to 65535 is malformed, never the default.
+pub fn port(authority: &http::uri::Authority, default: u16) -> Result<u16, Refused> {
+    let text = authority.as_str();
+    // The port follows the last `:` that is not inside an IPv6 literal.
+    let given = match text.rfind(':') {
+        Some(i) if !text[i..].contains(']') => Some(&text[i + 1..]),
+        _ => None,
+    };
+    match given {
+        None | Some("") => Ok(default),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err((
+                StatusCode::BAD_REQUEST,
+                format!("the port `{}` is not a number from 1 to 65535", bounded(p)),
+            )),
+        },
+    }
+}
+
+/// Headers servers and frameworks read as the real method of a request.
+const OVERRIDES: [&str; 3] = ["x-http-method-override", "x-method-override", "x-http-method"];
+
+/// The method a server may act on instead of the request line's: an
+/// override header, or `_method=` in the query (Rails, Laravel, Express's
+/// method-override). `methods` rules see it too (the stricter decision of
+/// the two wins). `Err`: overrides that disagree with each other.
+pub fn method_override(headers: &HeaderMap, target: &str) -> Result<Option<String>, Refused> {
+    let mut found: Option<String> = None;
+    let mut note = |m: &str| -> Result<(), Refused> {
+        let m = m.trim().to_ascii_uppercase();
+        if m.is_empty() {
+            return Ok(());
+        }
+        match &found {
+            Some(prev) if *prev != m => Err((
+                StatusCode::BAD_REQUEST,
+                format!("the request overrides its method twice, as `{prev}` and `{m}`"),
+            )),
+            _ => {
+                found = Some(m);
+                Ok(())
+            }
+        }
+    };
+    for name in OVERRIDES {
+        for v in headers.get_all(name) {
+            note(&String::from_utf8_lossy(v.as_bytes()))?;
+        }
+    }
+    if let Some((_, query)) = target.split_once('?') {
+        for pair in query.split('&') {
+            if let Some(v) = pair
+                .split_once('=')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("_method"))
+                .map(|(_, v)| v)
+            {
+                note(v)?;
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        let a = |s: &str| s.parse::<http::uri::Authority>().unwrap();
+        assert_eq!(port(&a("h"), 80), Ok(80));
+        assert_eq!(port(&a("h:8080"), 80), Ok(8080));
+        assert_eq!(port(&a("[::1]"), 80), Ok(80));
+        assert_eq!(port(&a("[::1]:81"), 80), Ok(81));
+        assert!(port(&a("h:65536"), 80).is_err());
+        assert!(port(&a("h:0"), 80).is_err());
+        assert!(port(&a("h:99999999999"), 80).is_err());
+    }
+
+    #[test]
+    fn overrides() {
+        let mut h = HeaderMap::new();
+        assert_eq!(method_override(&h, "/a?x=1").unwrap(), None);
+        assert_eq!(
+            method_override(&h, "/a?_method=delete").unwrap().as_deref(),
+            Some("DELETE")
+        );
+        h.insert("x-http-method-override", "PUT".parse().unwrap());
+        assert_eq!(method_override(&h, "/a").unwrap().as_deref(), Some("PUT"));
+        assert!(method_override(&h, "/a?_method=GET").is_err());
+    }
+
+    #[test]
+    fn codings() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", "gzip, chunked".parse().unwrap());
+        assert_eq!(framing(&h).unwrap_err().0, StatusCode::NOT_IMPLEMENTED);
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        assert!(framing(&h).is_ok());
+        h.insert("transfer-encoding", "chunked, gzip".parse().unwrap());
+        assert_eq!(framing(&h).unwrap_err().0, StatusCode::BAD_REQUEST);
+    }
+}
