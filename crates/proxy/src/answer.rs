@@ -33,7 +33,10 @@ pub struct Unrecorded {
     /// The rule the record names: `malformed-request`, `proxy-auth`,
     /// `unresolvable`, `internal`.
     pub rule: &'static str,
+    /// What the record says.
     pub reason: String,
+    /// What the answer says (it may say less than the record).
+    pub answer: String,
 }
 
 /// Where an error came from; it decides the status.
@@ -109,6 +112,7 @@ pub fn bad_credentials(reason: &str) -> Response<Body> {
     resp.extensions_mut().insert(Unrecorded {
         rule: "proxy-auth",
         reason: reason.to_string(),
+        answer: reason.to_string(),
     });
     resp
 }
@@ -152,6 +156,7 @@ pub fn error(fault: Fault, reason: &str, request_id: Option<&str>) -> Response<B
         resp.extensions_mut().insert(Unrecorded {
             rule,
             reason: reason.to_string(),
+            answer: reason.to_string(),
         });
     }
     if matches!(fault, Fault::Downstream(_)) {

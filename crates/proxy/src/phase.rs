@@ -101,7 +101,16 @@ pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(
         .credentials
         .load()
         .check(machine, token, ctx.now_secs())
-        .map_err(|why| bad(&why))?;
+        .map_err(|why| {
+            // The answer stays vague (no help to guess names); the record
+            // says which machine the credentials claimed.
+            let mut resp = bad(&why);
+            if let Some(u) = resp.extensions_mut().get_mut::<answer::Unrecorded>() {
+                let shown: String = machine.chars().take(128).collect();
+                u.reason = format!("credentials for machine `{shown}`: {why}");
+            }
+            resp
+        })?;
     ctx.machine = machine.to_string();
     Ok(())
 }
@@ -263,6 +272,7 @@ pub async fn finish(
 ) -> Response<Body> {
     if let Some(u) = resp.extensions_mut().remove::<answer::Unrecorded>() {
         let status = resp.status();
+        let answer_reason = u.answer.clone();
         let verdict = Verdict::refuse(u.rule, u.reason);
         let seen = Seen {
             protocol: facts.protocol,
@@ -278,7 +288,7 @@ pub async fn finish(
         resp = match audit(shared, ctx, &hash, seen, &verdict, Some(status.as_u16())).await {
             Err(failed) => failed,
             Ok(_) if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
-                answer::bad_credentials_recorded(&verdict.reason, &ctx.id)
+                answer::bad_credentials_recorded(&answer_reason, &ctx.id)
             }
             Ok(_) => {
                 let fault = match status.as_u16() {
@@ -287,7 +297,7 @@ pub async fn finish(
                     503 => Fault::Internal,
                     _ => Fault::Downstream(status),
                 };
-                answer::error(fault, &verdict.reason, Some(&ctx.id))
+                answer::error(fault, &answer_reason, Some(&ctx.id))
             }
         };
     }

@@ -85,6 +85,11 @@ impl Veto {
                 break;
             }
         }
+        if addr.is_none() || admin.is_none() {
+            let mut err = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("veto run did not start: {err}");
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let stderr = Arc::new(Mutex::new(String::new()));
