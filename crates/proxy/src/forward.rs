@@ -109,6 +109,11 @@ fn drop_veto_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Set in a [`Counted`] count when the body it passes on failed: the
+/// client's body broke, so a failed exchange is the client's fault, not
+/// the upstream's. (A flag bit, not a second atomic: no allocation.)
+const BROKEN: u64 = 1 << 63;
+
 /// A body that counts the bytes passing through and reports the total once,
 /// when it ends or is dropped (a client that hangs up still gets a record).
 pub struct Counted<B> {
@@ -132,7 +137,7 @@ impl<B> Counted<B> {
 
     fn finish(&mut self) {
         if let Some(f) = self.on_end.take() {
-            f(self.count.load(Ordering::Relaxed));
+            f(self.count.load(Ordering::Relaxed) & !BROKEN);
         }
     }
 }
@@ -163,7 +168,10 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                this.count.fetch_or(BROKEN, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => {
                 this.finish();
                 Poll::Ready(None)
@@ -237,13 +245,16 @@ pub(crate) async fn send(
     };
     let sent = Arc::new(AtomicU64::new(0));
     let fail = |fault: Fault, why: String| {
-        phase::complete(
-            shared,
-            ctx,
-            Some(fault.status().as_u16()),
-            sent.load(Ordering::Relaxed),
-            0,
-        );
+        let count = sent.load(Ordering::Relaxed);
+        let (fault, why) = if count & BROKEN != 0 {
+            (
+                Fault::Downstream(http::StatusCode::BAD_REQUEST),
+                "the request body could not be read to its end".to_string(),
+            )
+        } else {
+            (fault, why)
+        };
+        phase::complete(shared, ctx, Some(fault.status().as_u16()), count & !BROKEN, 0);
         answer::error(fault, &why, Some(&ctx.id))
     };
     let body = boxed(Counted::new(body, sent.clone(), None));
@@ -325,7 +336,7 @@ pub(crate) async fn send(
     let done = {
         let (shared, id, started) = (shared.clone(), ctx.id.clone(), ctx.started);
         move |bytes_in: u64| {
-            let out = sent.load(Ordering::Relaxed);
+            let out = sent.load(Ordering::Relaxed) & !BROKEN;
             phase::completion(&shared, id, started, None, Some(status), out, bytes_in);
         }
     };

@@ -23,15 +23,25 @@ pub async fn handle(
     let mut ctx = Ctx::new();
     ctx.peer = peer;
     let facts = Facts::of(&req, "http");
+    let connect = req.method() == http::Method::CONNECT;
     let result = if let Some(refusal) = precheck(&shared, &req) {
         Err(refusal)
-    } else if req.method() == http::Method::CONNECT {
+    } else if connect {
         crate::connect::serve(&shared, &mut ctx, req).await
     } else {
         serve(&shared, &mut ctx, req).await
     };
     let resp = result.unwrap_or_else(|r| r);
-    phase::finish(&shared, &ctx, &facts, resp).await
+    let mut resp = phase::finish(&shared, &ctx, &facts, resp).await;
+    if connect && resp.status() != StatusCode::OK {
+        // A CONNECT not turned into a tunnel ends its connection: what the
+        // client sends next was meant for a tunnel, not as requests.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 /// Checks every request gets before anything else: head limits, and

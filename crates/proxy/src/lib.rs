@@ -16,6 +16,7 @@ mod coding;
 pub mod config;
 mod connect;
 mod forward;
+mod guard;
 mod head;
 mod http;
 mod idle;

@@ -169,6 +169,7 @@ async fn connection<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = shared.config.clone();
+    let guard_shared = shared.clone();
     let svc = service_fn(move |req| {
         let (shared, who) = (shared.clone(), who.clone());
         async move { Ok::<_, Infallible>(crate::http::handle(shared, req, who).await) }
@@ -187,12 +188,19 @@ async fn connection<IO>(
         drain(conn, stop, |c| c.graceful_shutdown()).await;
         return;
     }
+    // Every head is checked by the guard before hyper reads it; hyper's
+    // own bounds stay, a little wider, behind it (its timer also closes a
+    // kept-alive connection that sends nothing more).
+    let guarded = crate::guard::Guarded::new(io, guard_shared);
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_timeout)
-        .max_buf_size(cfg.max_header_bytes.max(8192))
-        .max_headers(cfg.max_headers)
-        .serve_connection(TokioIo::new(io), svc)
+        .header_read_timeout(cfg.header_timeout + std::time::Duration::from_secs(1))
+        // The guard ends the stream at a refused head: what an earlier
+        // request is owed is still answered.
+        .half_close(true)
+        .max_buf_size((cfg.max_header_bytes + 1024).max(8192))
+        .max_headers(cfg.max_headers.clamp(1, 256) + 1)
+        .serve_connection(TokioIo::new(guarded), svc)
         .with_upgrades();
     tokio::pin!(conn);
     drain(conn, stop, |c| c.graceful_shutdown()).await;

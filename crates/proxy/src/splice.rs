@@ -5,6 +5,7 @@
 //! connection's throughput (BENCHMARKS.md). Clients on the TLS listener,
 //! and opened tunnels, keep the ordinary copy.
 
+use crate::guard::Guarded;
 use crate::idle::Activity;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
@@ -27,11 +28,20 @@ pub enum ClientIo {
 
 impl ClientIo {
     pub fn new(up: Upgraded) -> ClientIo {
-        match up.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => ClientIo::Plain {
-                tcp: parts.io.into_inner(),
-                pending: parts.read_buf,
-            },
+        match up.downcast::<TokioIo<Guarded<TcpStream>>>() {
+            Ok(parts) => {
+                // What hyper read past the head comes first, then what the
+                // guard read but had not handed on yet.
+                let (tcp, held) = parts.io.into_inner().into_parts();
+                let pending = if held.is_empty() {
+                    parts.read_buf
+                } else {
+                    let mut all = parts.read_buf.to_vec();
+                    all.extend_from_slice(&held);
+                    Bytes::from(all)
+                };
+                ClientIo::Plain { tcp, pending }
+            }
             Err(up) => ClientIo::Other(TokioIo::new(up)),
         }
     }

@@ -423,10 +423,8 @@ fn sigterm_drains_requests_in_flight() {
 fn malformed_and_smuggling_requests_are_refused() {
     let up = http_upstream(Duration::ZERO);
     let veto = Veto::start(&lab_policy(""), &[]);
-    // Content-Length with Transfer-Encoding: hyper frames by the
-    // Transfer-Encoding, drops the Content-Length and closes the connection
-    // (RFC 9112 6.3), and veto re-frames upstream, so nothing is smuggled;
-    // see `conflicting_framing_is_neutralised` below.
+    // Content-Length with Transfer-Encoding: see
+    // `content_length_with_transfer_encoding_is_refused` below.
     let cases: Vec<(String, &str)> = vec![
         (
             format!("GET http://{up}/ HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n"),
@@ -507,11 +505,11 @@ fn a_hyper_client_through_the_proxy() {
     });
 }
 
-/// Content-Length with Transfer-Encoding: the body is read as chunked, the
-/// connection is closed after the answer, and the upstream sees one request
-/// framed by veto, never the second one hidden in the body.
+/// Content-Length with Transfer-Encoding is refused with 400 before hyper
+/// reads it (the head guard), the connection is closed, and the upstream
+/// never sees the request hidden in the body.
 #[test]
-fn conflicting_framing_is_neutralised() {
+fn content_length_with_transfer_encoding_is_refused() {
     let up = http_upstream(Duration::ZERO);
     let veto = Veto::start(&lab_policy(""), &[]);
     let smuggled = format!("GET http://{up}/hidden HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -519,17 +517,17 @@ fn conflicting_framing_is_neutralised() {
         "POST http://{up}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
     );
     let got = raw(veto.addr, req.as_bytes());
-    assert_eq!(
-        got.matches("HTTP/1.1 ").count(),
-        1,
-        "one answer only: {got}"
-    );
-    assert!(
-        got.to_ascii_lowercase().contains("connection: close"),
-        "{got}"
-    );
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "one answer only: {got}");
+    assert!(got.to_ascii_lowercase().contains("connection: close"), "{got}");
+    assert!(got.contains("request smuggling"), "{got}");
     assert!(!got.contains("/hidden"));
-    assert!(veto.records(&[]).iter().all(|r| r["path"] != "/hidden"));
+    let records = veto.records(&[]);
+    assert!(records.iter().all(|r| r["path"] != "/hidden"));
+    assert!(
+        records.iter().any(|r| r["rule"] == "malformed-request" && r["status"] == 400),
+        "{records:?}"
+    );
 }
 
 #[test]
