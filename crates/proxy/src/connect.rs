@@ -246,14 +246,21 @@ where
     C: AsyncRead + AsyncWrite + Spliceable + Unpin + Send + 'static,
 {
     let first = first_bytes(&mut client, t.shared.config.peek_timeout).await;
-    let (protocol, label) = match sni::parse(&first) {
-        Hello::Tls(_) => (Protocol::Tls, "tls"),
-        _ => (Protocol::Tcp, "tcp"),
-    };
+    let hello = sni::parse(&first);
     // The decision's time is when it is made.
     let (ms, time) = veto_audit::now();
     ctx.unix_ms = ms;
     ctx.time = time;
+    if let Some(why) = unfinished(&hello, &first, &t.shared) {
+        let verdict = Verdict::refuse("malformed-request", why);
+        let _ = phase::audit(&t.shared, &ctx, &hash, t.seen("tls"), &verdict, Some(400)).await;
+        let _ = client.shutdown().await;
+        return;
+    }
+    let (protocol, label) = match hello {
+        Hello::Tls(_) => (Protocol::Tls, "tls"),
+        _ => (Protocol::Tcp, "tcp"),
+    };
     let (_, mut verdict) = Verdict::decide(&t.shared, &t.active, &t.view(protocol, ctx.now_secs()));
     if let (Protocol::Tls, Some(rule)) = (protocol, t.opens) {
         if let Err(why) = open(&t, &ctx, client, first, rule, &hash).await {
@@ -385,6 +392,13 @@ async fn relay<C>(
             let mut buf = vec![0u8; 16 * 1024];
             let mut sbuf = vec![0u8; 16 * 1024];
             let mut held = Vec::new();
+            // Once the client has begun, its hello is bounded in time: a
+            // hello sent a few bytes at a time must not wait for ever.
+            let mut deadline: Option<tokio::time::Instant> = None;
+            let until = async |d: Option<tokio::time::Instant>| match d {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            };
             loop {
                 tokio::select! {
                     n = client.read(&mut buf) => match n {
@@ -392,8 +406,10 @@ async fn relay<C>(
                         Ok(n) => {
                             held.extend_from_slice(&buf[..n]);
                             if sni::parse(&held) != Hello::Partial || held.len() >= sni::MAX_HELLO { break; }
+                            deadline.get_or_insert(tokio::time::Instant::now() + t.shared.config.peek_timeout);
                         }
                     },
+                    () = until(deadline) => break,
                     n = up_read.read(&mut sbuf) => match n {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
@@ -406,7 +422,14 @@ async fn relay<C>(
             first = Some(held);
         }
         let first = first.unwrap_or_default();
-        if let Hello::Tls(sni_name) = sni::parse(&first) {
+        let hello = sni::parse(&first);
+        if let Some(why) = unfinished(&hello, &first, &t.shared) {
+            refuse_inside(&t, &ctx, "malformed-request", why).await;
+            phase::complete_as(&t.shared, &ctx, "tls", Some(400), 0, from_server);
+            let _ = client.shutdown().await;
+            return;
+        }
+        if let Hello::Tls(sni_name) = hello {
             protocol = "tls";
             if let Some(name) = sni_name
                 && !same_host(&name, &t.host)
@@ -472,15 +495,36 @@ async fn relay<C>(
 /// A TLS name that is not the CONNECT host: its own refusal record, then
 /// the tunnel closes.
 async fn refuse_fronting(t: &Tunnel, tunnel_ctx: &Ctx, sni_name: &str) {
+    let why = format!(
+        "the tunnel was opened to {} but its TLS names `{sni_name}` (domain fronting or a covert tunnel); tunnel {} closed",
+        t.host, tunnel_ctx.id
+    );
+    refuse_inside(t, tunnel_ctx, "sni-mismatch", why).await;
+}
+
+/// A refusal of what a tunnel's first bytes showed, after the tunnel itself
+/// was decided and recorded: a record of its own.
+async fn refuse_inside(t: &Tunnel, tunnel_ctx: &Ctx, rule: &str, why: String) {
     let mut ctx = Ctx::new();
     ctx.machine = tunnel_ctx.machine.clone();
-    let verdict = Verdict::refuse(
-        "sni-mismatch",
-        format!(
-            "the tunnel was opened to {} but its TLS names `{sni_name}` (domain fronting or a covert tunnel); tunnel {} closed",
-            t.host, tunnel_ctx.id
-        ),
-    );
+    let status = if rule == "sni-mismatch" { 403 } else { 400 };
+    let verdict = Verdict::refuse(rule, why);
     let hash = t.active.policy.hash().to_string();
-    let _ = phase::audit(&t.shared, &ctx, &hash, t.seen("tls"), &verdict, Some(403)).await;
+    let _ = phase::audit(&t.shared, &ctx, &hash, t.seen("tls"), &verdict, Some(status)).await;
+}
+
+/// First bytes that begin a TLS handshake but are not a whole, well-formed
+/// ClientHello: why the tunnel is refused. Never `tcp`: a hello split or
+/// slowed down to dodge the name check must not pass as opaque bytes.
+fn unfinished(hello: &Hello, first: &[u8], shared: &Shared) -> Option<String> {
+    match hello {
+        Hello::Malformed(why) => Some(format!(
+            "the tunnel's first bytes begin a TLS handshake, but {why}"
+        )),
+        Hello::Partial if !first.is_empty() => Some(format!(
+            "the tunnel's first bytes begin a TLS handshake, but no whole ClientHello came within {}s",
+            shared.config.peek_timeout.as_secs()
+        )),
+        _ => None,
+    }
 }

@@ -16,6 +16,10 @@
 //!   - name: what it shows
 //!     send: "GET http://a.test:{port}/ HTTP/1.1\r\nHost: b.test\r\n\r\n"
 //!     # or pieces and pauses: send: ["GET http://a", {pause_ms: 200}, "..."]
+//!     # a TLS ClientHello: {tls_hello: NAME, records: N, truncate: K, trickle: B, pause_ms: P}
+//!     #   (handshake in records of N bytes; only its first K bytes; sent B
+//!     #   bytes at a time, P ms apart)
+//!     read_ms: 15000      # how long to read the answer at most
 //!     expect:
 //!       status: 200
 //!       headers: { via: "1.1 veto" }       # answer headers (value substrings)
@@ -128,10 +132,50 @@ fn echo(mut s: TcpStream, log: &Mutex<Vec<Vec<u8>>>) {
             }
         }
         match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                // Bytes that never made a request (a tunnel's) still count
+                // as having reached the upstream.
+                if !buf.is_empty() {
+                    log.lock().unwrap().push(buf);
+                }
+                return;
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// A TLS ClientHello naming `sni`, as records of at most `size` bytes of
+/// handshake each (0: one record).
+fn client_hello(sni: &str, size: usize) -> Vec<u8> {
+    let n = sni.as_bytes();
+    let mut list = vec![0u8];
+    list.extend((n.len() as u16).to_be_bytes());
+    list.extend(n);
+    let mut sni_ext = (list.len() as u16).to_be_bytes().to_vec();
+    sni_ext.extend(list);
+    let mut ext = 0u16.to_be_bytes().to_vec();
+    ext.extend((sni_ext.len() as u16).to_be_bytes());
+    ext.extend(sni_ext);
+    let mut ch = vec![3, 3];
+    ch.extend([7u8; 32]);
+    ch.push(0);
+    ch.extend(2u16.to_be_bytes());
+    ch.extend([0x13, 0x01]);
+    ch.extend([1, 0]);
+    ch.extend((ext.len() as u16).to_be_bytes());
+    ch.extend(ext);
+    let mut hs = vec![1];
+    hs.extend(&(ch.len() as u32).to_be_bytes()[1..]);
+    hs.extend(ch);
+    let size = if size == 0 { hs.len() } else { size };
+    let mut out = Vec::new();
+    for piece in hs.chunks(size) {
+        out.extend([22, 3, 1]);
+        out.extend((piece.len() as u16).to_be_bytes());
+        out.extend(piece);
+    }
+    out
 }
 
 /// What came back: status (0 if nothing), head and body.
@@ -150,7 +194,7 @@ impl Answer {
 /// Sends the pieces (strings, or `{pause_ms}`) on one connection and reads
 /// one answer: its head, then its body by Content-Length, or until the
 /// connection closes.
-fn exchange(proxy: SocketAddr, send: &Value, port: u16) -> Answer {
+fn exchange(proxy: SocketAddr, send: &Value, port: u16, read_ms: u64) -> Answer {
     let mut s = TcpStream::connect(proxy).unwrap();
     s.set_nodelay(true).unwrap();
     let pieces = match send {
@@ -164,14 +208,29 @@ fn exchange(proxy: SocketAddr, send: &Value, port: u16) -> Answer {
                     break;
                 }
             }
+            Value::Object(o) if o.contains_key("tls_hello") => {
+                // {tls_hello: NAME, records: N, truncate: K, trickle: B, pause_ms: P}
+                let num = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+                let mut hello = client_hello(o["tls_hello"].as_str().unwrap_or(""), num("records"));
+                if num("truncate") > 0 {
+                    hello.truncate(num("truncate"));
+                }
+                let step = if num("trickle") > 0 { num("trickle") } else { hello.len() };
+                for piece in hello.chunks(step) {
+                    if s.write_all(piece).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(num("pause_ms") as u64));
+                }
+            }
             Value::Object(o) => {
-                let ms = o["pause_ms"].as_u64().expect("a piece is a string or {pause_ms}");
+                let ms = o["pause_ms"].as_u64().expect("a piece is a string, {tls_hello} or {pause_ms}");
                 std::thread::sleep(Duration::from_millis(ms));
             }
             other => panic!("bad piece {other}"),
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_millis(read_ms);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     while Instant::now() < deadline {
@@ -228,7 +287,13 @@ fn run_file(path: &Path) -> Vec<String> {
     for case in file["cases"].as_array().expect("cases") {
         let name = case["name"].as_str().unwrap_or("?");
         let before = seen.lock().unwrap().len();
-        let answer = exchange(veto.addr, &case["send"], port);
+        let read_ms = case["read_ms"].as_u64().unwrap_or(15_000);
+        let answer = exchange(veto.addr, &case["send"], port, read_ms);
+        let expect = &case["expect"];
+        if expect["reached"] == true {
+            // A tunnel's bytes are logged when its connection closes.
+            eventually(|| seen.lock().unwrap().len() > before);
+        }
         let got: Vec<u8> = seen.lock().unwrap()[before..].concat();
         let got = String::from_utf8_lossy(&got).into_owned();
         let mut fail = |what: String| {
@@ -239,7 +304,6 @@ fn run_file(path: &Path) -> Vec<String> {
                 answer.body
             ))
         };
-        let expect = &case["expect"];
         if let Some(status) = expect["status"].as_u64()
             && u64::from(answer.status) != status
         {

@@ -28,6 +28,10 @@ pub(crate) struct RunCli {
     /// Time a client has to send a body veto reads for inspection (then 408).
     #[arg(long = "body-timeout", default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) body_timeout: std::time::Duration,
+    /// Time a tunnel's client has to send its first bytes (a whole TLS
+    /// ClientHello, once it has begun one) when they decide the tunnel.
+    #[arg(long = "peek-timeout", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub(crate) peek_timeout: std::time::Duration,
     /// Time to connect upstream before answering 504.
     #[arg(long = "connect-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) connect_timeout: std::time::Duration,
@@ -108,6 +112,7 @@ pub(crate) fn run_proxy(a: RunCli, agent: Option<veto::agent::AgentArgs>) -> Res
     config.inspect_limit = a.inspect_limit;
     config.header_timeout = a.header_timeout;
     config.body_timeout = a.body_timeout;
+    config.peek_timeout = a.peek_timeout;
     config.connect_timeout = a.connect_timeout;
     config.response_timeout = a.response_timeout;
     config.idle_timeout = a.idle_timeout;
