@@ -52,6 +52,7 @@ pub fn open_rw(path: &Path, sync: Sync) -> Result<Connection, AuditError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir.display().to_string(), e))?;
     }
+    veto_fsutil::private_file(path);
     let conn = Connection::open(path)?;
     // Must precede the first table to take effect: lets pruning give
     // space back to the file system.

@@ -147,6 +147,7 @@ impl Store {
     pub fn open(data: &Path) -> Result<Store, ControlError> {
         std::fs::create_dir_all(data)
             .map_err(|e| ControlError::Io(data.display().to_string(), e))?;
+        veto_fsutil::private_file(&db_path(data));
         let conn = Connection::open(db_path(data))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

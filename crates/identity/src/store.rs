@@ -101,6 +101,7 @@ impl Store {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        veto_fsutil::private_file(&db_path(data_dir));
         let mut conn = Connection::open(db_path(data_dir))?;
         // `veto machine add` may run while the proxy reads: wait, don't fail.
         conn.busy_timeout(Duration::from_secs(5))?;

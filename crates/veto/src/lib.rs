@@ -18,3 +18,4 @@ pub mod sample;
 pub mod table;
 pub mod tail;
 pub mod testfile;
+pub mod text;

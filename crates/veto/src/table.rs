@@ -1,4 +1,5 @@
 //! Plain-text tables for people (`veto inventory`, `veto machine list`).
+//! Every cell is made [`printable`](crate::text::printable) first.
 
 /// Writes rows under a header, columns padded to their widest cell.
 pub fn write(
@@ -6,6 +7,10 @@ pub fn write(
     header: &[&str],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| crate::text::printable(c).into_owned()).collect())
+        .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             rows.iter()
@@ -25,7 +30,7 @@ pub fn write(
             .to_string()
     };
     writeln!(out, "{}", line(&mut header.iter().copied()))?;
-    for row in rows {
+    for row in &rows {
         writeln!(out, "{}", line(&mut row.iter().map(String::as_str)))?;
     }
     Ok(())

@@ -15,23 +15,29 @@ pub struct TailArgs {
     pub json: bool,
 }
 
-/// One line for people.
+/// One line for people. Every field from the record is made printable:
+/// no request can write its own colours or lines into it.
 pub fn render(r: &serde_json::Value, color: bool) -> String {
-    let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+    let s = |k: &str| crate::text::printable(r[k].as_str().unwrap_or("")).into_owned();
     let decision = s("decision");
     let mut what = format!("{}:{}", s("host"), r["port"]);
     if let (Some(m), Some(p)) = (r["method"].as_str(), r["path"].as_str()) {
+        let (m, p) = (crate::text::printable(m), crate::text::printable(p));
         what = format!("{m} {what}{p}");
     } else {
         what = format!("{} {what}", s("protocol").to_uppercase());
     }
     let data: Vec<String> = r["data"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{}={v}", crate::text::printable(k)))
+                .collect()
+        })
         .unwrap_or_default();
     let would = r["would"]
         .as_str()
-        .map(|w| format!(" (would {w})"))
+        .map(|w| format!(" (would {})", crate::text::printable(w)))
         .unwrap_or_default();
     let tag = format!("{:<6}", decision.to_uppercase());
     let tag = match (color, decision.as_str()) {
@@ -115,7 +121,10 @@ pub async fn tail(a: TailArgs) -> Result<(), String> {
             } else if let Some(data) = line.strip_prefix("data:") {
                 let data = data.trim();
                 let out = match event.as_str() {
-                    "skipped" => format!("... {data} decisions skipped (this watcher fell behind)"),
+                    "skipped" => format!(
+                        "... {} decisions skipped (this watcher fell behind)",
+                        crate::text::printable(data)
+                    ),
                     _ if a.json => data.to_string(),
                     _ => match serde_json::from_str::<serde_json::Value>(data) {
                         Ok(v) => render(&v, color),

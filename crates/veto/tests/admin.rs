@@ -82,6 +82,20 @@ fn tail_shows_a_refusal_within_a_second() {
         took < Duration::from_secs(1),
         "the refusal took {took:?} to show"
     );
+    // A refused request cannot paint a fake ALLOW line: control bytes
+    // decoded from its path are shown as escapes, on one line.
+    assert_eq!(
+        curl(
+            &veto.proxy_url(),
+            &["-g", "-X", "DELETE", &format!("http://{up}/x%0a%1b[32mALLOW%1b[0m")]
+        )
+        .0,
+        403
+    );
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains("DENY"), "{line}");
+    assert!(line.contains("/x\\x0a\\x1b[32mALLOW\\x1b[0m"), "{line}");
+    assert!(!line.contains('\x1b'), "{line:?}");
     let _ = tail.kill();
     let _ = tail.wait();
 }

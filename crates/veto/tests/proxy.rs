@@ -829,3 +829,23 @@ fn idle_credentials_lapse_and_last_use_survives_a_clean_stop() {
         assert!(m["last_used"].is_string(), "{m}");
     }
 }
+
+/// The stores hold records, credential hashes and the change log: only
+/// their owner reads them, SQLite's side files included.
+#[test]
+fn stores_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = http_upstream(Duration::ZERO);
+    let veto = Veto::start(&lab_policy(""), &[]);
+    assert_eq!(curl(&veto.proxy_url(), &[&format!("http://{up}/")]).0, 200);
+    let data = veto.data();
+    let mut seen = 0;
+    for name in ["audit.db", "audit.db-wal", "identity.db", "control.db"] {
+        let p = data.join(name);
+        if let Ok(m) = std::fs::metadata(&p) {
+            seen += 1;
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", p.display());
+        }
+    }
+    assert!(seen >= 3, "the stores were not where expected under {}", data.display());
+}

@@ -92,6 +92,7 @@ impl Sqlite {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Invalid(format!("{}: {e}", dir.display())))?;
         }
+        veto_fsutil::private_file(path);
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
