@@ -301,7 +301,10 @@ impl Loader {
         let f = self.fields(entries, "`paths`", &["normalize", "escaped_slashes"]);
         let before = self.errors.len();
         if let Some(v) = f.get("normalize") {
-            let options = [("forward", Normalize::Forward), ("refuse", Normalize::Refuse)];
+            let options = [
+                ("forward", Normalize::Forward),
+                ("refuse", Normalize::Refuse),
+            ];
             r.normalize = self.one_of(v, "normalize", &options).unwrap_or(r.normalize);
         }
         if let Some(v) = f.get("escaped_slashes") {

@@ -247,7 +247,10 @@ mod tests {
     fn refusals() {
         assert!(matches!(fwd("/a%2Fb"), Err(TargetError::EscapedSlash(_))));
         assert!(matches!(fwd("/a%5cb"), Err(TargetError::EscapedSlash(_))));
-        assert!(matches!(fwd("/a/..;/admin"), Err(TargetError::DotParams(_))));
+        assert!(matches!(
+            fwd("/a/..;/admin"),
+            Err(TargetError::DotParams(_))
+        ));
         assert!(matches!(fwd("/%zz"), Err(TargetError::BadPercent(_))));
         assert!(matches!(fwd("/%4"), Err(TargetError::BadPercent(_))));
         assert!(matches!(fwd("*"), Err(TargetError::NotAbsolute)));
@@ -260,7 +263,10 @@ mod tests {
             escaped_slashes: EscapedSlashes::Decode,
             ..PathRules::default()
         };
-        assert_eq!(forward_target("/a%2F..%2Fadmin", &decode).unwrap(), "/admin");
+        assert_eq!(
+            forward_target("/a%2F..%2Fadmin", &decode).unwrap(),
+            "/admin"
+        );
         let strict = PathRules {
             normalize: Normalize::Refuse,
             ..PathRules::default()

@@ -165,7 +165,9 @@ pub async fn serve(
 
     let early = match phase::names_self(shared, &t.ips, port) {
         Some(why) => Some(Verdict::refuse("private-network", why)),
-        None if by_name => Some(Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tls, now)).1),
+        None if by_name => {
+            Some(Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tls, now)).1)
+        }
         None => {
             let (d_tls, v_tls) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tls, now));
             let (d_tcp, _) = Verdict::decide(&t.shared, &t.active, &t.view(Protocol::Tcp, now));
@@ -510,7 +512,15 @@ async fn refuse_inside(t: &Tunnel, tunnel_ctx: &Ctx, rule: &str, why: String) {
     let status = if rule == "sni-mismatch" { 403 } else { 400 };
     let verdict = Verdict::refuse(rule, why);
     let hash = t.active.policy.hash().to_string();
-    let _ = phase::audit(&t.shared, &ctx, &hash, t.seen("tls"), &verdict, Some(status)).await;
+    let _ = phase::audit(
+        &t.shared,
+        &ctx,
+        &hash,
+        t.seen("tls"),
+        &verdict,
+        Some(status),
+    )
+    .await;
 }
 
 /// First bytes that begin a TLS handshake but are not a whole, well-formed

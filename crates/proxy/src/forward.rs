@@ -254,7 +254,13 @@ pub(crate) async fn send(
         } else {
             (fault, why)
         };
-        phase::complete(shared, ctx, Some(fault.status().as_u16()), count & !BROKEN, 0);
+        phase::complete(
+            shared,
+            ctx,
+            Some(fault.status().as_u16()),
+            count & !BROKEN,
+            0,
+        );
         answer::error(fault, &why, Some(&ctx.id))
     };
     let body = boxed(Counted::new(body, sent.clone(), None));

@@ -44,14 +44,24 @@ enum Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
     /// The size line: hex digits so far, then (`ext`) an extension.
-    Size { value: u64, digits: u8, ext: bool },
-    SizeLf { value: u64 },
+    Size {
+        value: u64,
+        digits: u8,
+        ext: bool,
+    },
+    SizeLf {
+        value: u64,
+    },
     Data(u64),
     DataCr,
     DataLf,
     /// Trailer fields; `empty`: nothing on this line yet.
-    Trailer { empty: bool },
-    TrailerLf { empty: bool },
+    Trailer {
+        empty: bool,
+    },
+    TrailerLf {
+        empty: bool,
+    },
 }
 
 const CHUNK_START: Chunk = Chunk::Size {
@@ -128,6 +138,19 @@ fn scan_chunked(st: &mut Chunk, b: &[u8]) -> Result<(usize, bool), &'static str>
     Ok((b.len(), false))
 }
 
+/// Where a chunked body that begins `b` ends (`Ok(Some(n))`: after `n`
+/// bytes), `Ok(None)` if it does not end in `b`, `Err` if it is malformed.
+pub fn chunked_end(b: &[u8]) -> Result<Option<usize>, &'static str> {
+    let mut st = CHUNK_START;
+    scan_chunked(&mut st, b).map(|(n, done)| done.then_some(n))
+}
+
+/// A head's verdict as the guard gives it: `None` (incomplete), the head's
+/// length, or the status it is refused with.
+pub fn head_verdict(b: &[u8], max_fields: usize, max_bytes: usize) -> Option<Result<usize, u16>> {
+    check(b, max_fields, max_bytes).map(|r| r.map(|(n, _)| n).map_err(|((s, _), _)| s.as_u16()))
+}
+
 /// What a complete head tells: how long it is and how its body is framed,
 /// or why it is refused. `None`: not complete yet.
 type Checked = Option<Result<(usize, Mode), (Refused, Facts)>>;
@@ -179,9 +202,7 @@ fn check(buf: &[u8], max_fields: usize, max_bytes: usize) -> Checked {
             .and_then(|p| p.parse::<http::Uri>().ok())
             .and_then(|u| u.host().map(str::to_ascii_lowercase))
             .unwrap_or_default(),
-        path: req
-            .path
-            .map(|p| p.chars().take(1024).collect::<String>()),
+        path: req.path.map(|p| p.chars().take(1024).collect::<String>()),
     };
     let mut headers = http::HeaderMap::new();
     for f in req.headers.iter() {
@@ -282,27 +303,25 @@ impl<IO> Guarded<IO> {
         self.refusing = Some(rx);
         tokio::spawn(async move {
             let ctx = Ctx::new();
-            let verdict = Verdict::refuse("malformed-request", reason);
+            let active = shared.policy.load();
+            let verdict = Verdict::refuse(
+                "malformed-request",
+                active.detectors.mask(&reason).into_owned(),
+            );
+            let path = facts.path.as_deref().map(|p| active.detectors.mask(p));
             let seen = Seen {
                 protocol: "http",
                 host: HostRef::Name(&facts.host),
                 port: 0,
                 method: facts.method.as_deref(),
-                path: facts.path.as_deref(),
+                path: path.as_deref(),
                 ips: &[],
                 dns_lookup: false,
                 data: BTreeMap::new(),
             };
-            let hash = shared.policy.load().policy.hash().to_string();
-            let recorded = phase::audit(
-                &shared,
-                &ctx,
-                &hash,
-                seen,
-                &verdict,
-                Some(status.as_u16()),
-            )
-            .await;
+            let hash = active.policy.hash().to_string();
+            let recorded =
+                phase::audit(&shared, &ctx, &hash, seen, &verdict, Some(status.as_u16())).await;
             let answer = match recorded {
                 Ok(_) => raw_answer(status, &verdict.reason, &ctx.id),
                 Err(_) => raw_answer(
@@ -396,7 +415,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
                         }
                     }
                     Mode::Length(left) => {
-                        let n = this.held.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let n = this
+                            .held
+                            .len()
+                            .min(usize::try_from(left).unwrap_or(usize::MAX));
                         this.ready = n;
                         this.mode = match left - n as u64 {
                             0 => Mode::Head,
@@ -416,7 +438,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
                             // Inside a body hyper is reading: the body fails,
                             // and the request's own answer says so.
                             this.done = true;
-                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                why,
+                            )));
                         }
                     },
                     Mode::Tunnel => {
@@ -522,7 +547,10 @@ mod tests {
     #[test]
     fn chunk_framing() {
         assert_eq!(chunked(b"5\r\nhello\r\n0\r\n\r\nGET"), Ok((15, true)));
-        assert_eq!(chunked(b"5;x=1\r\nhello\r\n0\r\nT: v\r\n\r\n"), Ok((25, true)));
+        assert_eq!(
+            chunked(b"5;x=1\r\nhello\r\n0\r\nT: v\r\n\r\n"),
+            Ok((25, true))
+        );
         assert_eq!(chunked(b"5\r\nhel"), Ok((6, false)));
         assert!(chunked(b"5\nhello").is_err());
         assert!(chunked(b"zz\r\n").is_err());
@@ -561,7 +589,10 @@ mod tests {
             refused(b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(refused(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(101));
         assert_eq!(
             refused(many.as_bytes()),

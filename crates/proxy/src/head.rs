@@ -66,7 +66,9 @@ pub fn framing(h: &HeaderMap) -> Result<(), Refused> {
     let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
     let cl: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
     if !te.is_empty() && !cl.is_empty() {
-        return bad("the request has both Content-Length and Transfer-Encoding (request smuggling)");
+        return bad(
+            "the request has both Content-Length and Transfer-Encoding (request smuggling)",
+        );
     }
     if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
         return bad("the request has conflicting Content-Length headers (request smuggling)");
@@ -145,7 +147,11 @@ pub fn port(authority: &http::uri::Authority, default: u16) -> Result<u16, Refus
 }
 
 /// Headers servers and frameworks read as the real method of a request.
-const OVERRIDES: [&str; 3] = ["x-http-method-override", "x-method-override", "x-http-method"];
+const OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
 
 /// The method a server may act on instead of the request line's: an
 /// override header, or `_method=` in the query (Rails, Laravel, Express's

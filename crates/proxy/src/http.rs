@@ -3,6 +3,7 @@
 use crate::answer::{self, Body, Fault};
 use crate::coding::Coding;
 use crate::forward::{self, Via};
+use crate::head::{self, Facts};
 use crate::phase::{self, Ctx, Seen, Verdict};
 use crate::state::Shared;
 use bytes::Bytes;
@@ -10,7 +11,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use crate::head::{self, Facts};
 use veto_policy::{DataSet, Decision, Effect, Host, Protocol, normalize_host, normalize_path};
 
 /// Serves one request: every answer, whatever it is, carries the id of
@@ -162,8 +162,9 @@ pub(crate) async fn exchange(
     let target: &str = &target;
     let path = normalize_path(target).into_owned();
     let method = req.method().as_str().to_string();
-    let overridden =
-        head::method_override(req.headers(), target).map_err(refused)?.filter(|m| *m != method);
+    let overridden = head::method_override(req.headers(), target)
+        .map_err(refused)?
+        .filter(|m| *m != method);
     let (mut parts, body) = req.into_parts();
     let at = At {
         machine: &ctx.machine,
@@ -204,7 +205,9 @@ pub(crate) async fn exchange(
     let self_ref = phase::names_self(shared, ips, port);
     // The stricter decision of the request line's method and an override.
     let decide_with = |data: DataSet| {
-        let d = active.policy.decide(&view(ips, &method, data), &shared.grants);
+        let d = active
+            .policy
+            .decide(&view(ips, &method, data), &shared.grants);
         match &overridden {
             Some(m) => stricter(d, active.policy.decide(&view(ips, m, data), &shared.grants)),
             None => (d, false),
@@ -313,12 +316,19 @@ pub(crate) async fn exchange(
         );
     }
     let refused = verdict.effect == "deny";
+    // The record keeps the path with what the detectors found masked; the
+    // scan is repeated only when the request held data at all.
+    let shown = if found.counts.is_empty() {
+        std::borrow::Cow::Borrowed(path.as_str())
+    } else {
+        active.detectors.mask(&path)
+    };
     let seen = Seen {
         protocol: protocol.as_str(),
         host: host.as_ref(),
         port,
         method: Some(&method),
-        path: Some(&path),
+        path: Some(&shown),
         ips,
         dns_lookup,
         data: found.counts,
@@ -419,7 +429,11 @@ fn stricter(a: Decision, b: Decision) -> (Decision, bool) {
         };
         (r(d.applied.effect), r(d.shadow.effect))
     };
-    if rank(&b) > rank(&a) { (b, true) } else { (a, false) }
+    if rank(&b) > rank(&a) {
+        (b, true)
+    } else {
+        (a, false)
+    }
 }
 
 fn headers_owned(h: &http::HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {

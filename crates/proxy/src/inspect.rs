@@ -67,6 +67,20 @@ impl Detectors {
         found
     }
 
+    /// `text` with every value the detectors find in it masked as
+    /// redaction masks it (`[REDACTED:email]`): what records keep of a
+    /// path or a reason, so the trail never holds the values the policy
+    /// exists to keep in. Borrows when nothing is found.
+    pub fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut findings = Findings::new();
+        self.detector.scan(text.as_bytes(), &mut findings);
+        if findings.iter().next().is_none() {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let masked = veto_detect::redact(text.as_bytes(), findings.iter(), &self.detector);
+        std::borrow::Cow::Owned(String::from_utf8_lossy(&masked).into_owned())
+    }
+
     /// The policy class bit of a detector class.
     pub fn bit(&self, class: ClassId) -> Option<u8> {
         self.bits.get(class.0 as usize).copied().flatten()

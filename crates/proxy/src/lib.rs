@@ -28,11 +28,19 @@ mod phase;
 mod redact;
 pub mod resolve;
 pub mod server;
-mod sni;
+pub mod sni;
 mod splice;
 pub mod state;
 
 pub use config::{Config, parse_resolve};
+
+/// The parsers that face the network, for fuzz targets and property tests
+/// (`fuzz/`, `tests/parsers.rs`); not an interface of the proxy.
+#[doc(hidden)]
+pub mod parsers {
+    pub use crate::guard::{chunked_end, head_verdict};
+    pub use crate::sni::{Hello, MAX_HELLO, parse as client_hello};
+}
 pub use intercept::Interceptor;
 pub use server::serve;
 pub use state::{Active, Credentials, OwnedOptOut, Shared};

@@ -273,18 +273,22 @@ pub async fn finish(
     if let Some(u) = resp.extensions_mut().remove::<answer::Unrecorded>() {
         let status = resp.status();
         let answer_reason = u.answer.clone();
-        let verdict = Verdict::refuse(u.rule, u.reason);
+        // Nothing was decided, so nothing was scanned: what the record
+        // keeps of the request is masked here.
+        let active = shared.policy.load();
+        let verdict = Verdict::refuse(u.rule, active.detectors.mask(&u.reason).into_owned());
+        let path = facts.path.as_deref().map(|p| active.detectors.mask(p));
         let seen = Seen {
             protocol: facts.protocol,
             host: HostRef::Name(&facts.host),
             port: facts.port,
             method: facts.method.as_deref(),
-            path: facts.path.as_deref(),
+            path: path.as_deref(),
             ips: &[],
             dns_lookup: false,
             data: BTreeMap::new(),
         };
-        let hash = shared.policy.load().policy.hash().to_string();
+        let hash = active.policy.hash().to_string();
         resp = match audit(shared, ctx, &hash, seen, &verdict, Some(status.as_u16())).await {
             Err(failed) => failed,
             Ok(_) if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {

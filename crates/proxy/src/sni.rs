@@ -76,7 +76,9 @@ pub fn parse(buf: &[u8]) -> Hello {
             return Hello::Partial;
         };
         if head[0] != 22 {
-            return Hello::Malformed("a TLS record other than a handshake came before the ClientHello ended");
+            return Hello::Malformed(
+                "a TLS record other than a handshake came before the ClientHello ended",
+            );
         }
         if head[1] != 3 {
             return Hello::Malformed("a TLS record with another protocol version");
@@ -107,7 +109,8 @@ pub fn parse(buf: &[u8]) -> Hello {
             return Hello::Malformed("a TLS handshake that does not begin with a ClientHello");
         }
         if hs.len() >= 4 {
-            let need = 4 + (usize::from(hs[1]) << 16 | usize::from(hs[2]) << 8 | usize::from(hs[3]));
+            let need =
+                4 + (usize::from(hs[1]) << 16 | usize::from(hs[2]) << 8 | usize::from(hs[3]));
             if need > MAX_HELLO {
                 return Hello::Malformed("a ClientHello larger than veto reads");
             }
@@ -207,7 +210,10 @@ mod tests {
         assert_eq!(parse(&h[..h.len() - 3]), Hello::Partial);
         assert_eq!(parse(b"SSH-2.0-OpenSSH_9.6\r\n"), Hello::NotTls);
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Hello::NotTls);
-        assert!(matches!(parse(&[22, 3, 1, 0, 2, 2, 0]), Hello::Malformed(_)));
+        assert!(matches!(
+            parse(&[22, 3, 1, 0, 2, 2, 0]),
+            Hello::Malformed(_)
+        ));
         for cut in 0..h.len() {
             assert_eq!(parse(&h[..cut]), Hello::Partial, "cut at {cut}");
         }
@@ -230,7 +236,11 @@ mod tests {
         let h = hello(Some("fronted.example"));
         for size in [1, 2, 3, 7, 40] {
             let s = split(&h, size);
-            assert_eq!(parse(&s), Hello::Tls(Some("fronted.example".into())), "{size}");
+            assert_eq!(
+                parse(&s),
+                Hello::Tls(Some("fronted.example".into())),
+                "{size}"
+            );
             for cut in 0..s.len() {
                 assert_eq!(parse(&s[..cut]), Hello::Partial, "size {size} cut {cut}");
             }

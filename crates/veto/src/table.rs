@@ -9,7 +9,11 @@ pub fn write(
 ) -> std::io::Result<()> {
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| crate::text::printable(c).into_owned()).collect())
+        .map(|r| {
+            r.iter()
+                .map(|c| crate::text::printable(c).into_owned())
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 /// C0 and C1 controls, DEL, and the bidirectional overrides that reorder
 /// what is shown (the "Trojan Source" characters).
 fn acts(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
 }
 
 /// `s` with every such character shown as an escape (`\x1b`, `\u{202e}`).

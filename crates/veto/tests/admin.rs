@@ -87,7 +87,12 @@ fn tail_shows_a_refusal_within_a_second() {
     assert_eq!(
         curl(
             &veto.proxy_url(),
-            &["-g", "-X", "DELETE", &format!("http://{up}/x%0a%1b[32mALLOW%1b[0m")]
+            &[
+                "-g",
+                "-X",
+                "DELETE",
+                &format!("http://{up}/x%0a%1b[32mALLOW%1b[0m")
+            ]
         )
         .0,
         403

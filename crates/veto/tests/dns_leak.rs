@@ -43,7 +43,10 @@ impl Netns {
     }
 
     /// Runs `f` on a thread whose sockets live in the namespace.
-    fn thread<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).unwrap();
@@ -59,7 +62,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
         let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }
@@ -90,9 +95,13 @@ fn dns_server(asked: Asked) {
     let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 53)).unwrap();
     let mut buf = [0u8; 1500];
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            return;
+        };
         let q = &buf[..n];
-        let Some((name, end, ty)) = question(q) else { continue };
+        let Some((name, end, ty)) = question(q) else {
+            continue;
+        };
         asked.lock().unwrap().push(name.clone());
         let known = name == "allowed.test";
         let mut r = q[..end].to_vec();
@@ -150,7 +159,13 @@ rules:
     std::fs::write(&policy_path, policy).unwrap();
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_veto"), "run"])
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--policy",
+        ])
         .arg(&policy_path)
         .arg("--data")
         .arg(dir.path().join("data"))

@@ -518,14 +518,23 @@ fn content_length_with_transfer_encoding_is_refused() {
     );
     let got = raw(veto.addr, req.as_bytes());
     assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
-    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "one answer only: {got}");
-    assert!(got.to_ascii_lowercase().contains("connection: close"), "{got}");
+    assert_eq!(
+        got.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer only: {got}"
+    );
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
     assert!(got.contains("request smuggling"), "{got}");
     assert!(!got.contains("/hidden"));
     let records = veto.records(&[]);
     assert!(records.iter().all(|r| r["path"] != "/hidden"));
     assert!(
-        records.iter().any(|r| r["rule"] == "malformed-request" && r["status"] == 400),
+        records
+            .iter()
+            .any(|r| r["rule"] == "malformed-request" && r["status"] == 400),
         "{records:?}"
     );
 }
@@ -847,5 +856,9 @@ fn stores_are_the_owners_only() {
             assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", p.display());
         }
     }
-    assert!(seen >= 3, "the stores were not where expected under {}", data.display());
+    assert!(
+        seen >= 3,
+        "the stores were not where expected under {}",
+        data.display()
+    );
 }

@@ -112,7 +112,9 @@ fn request_len(buf: &[u8]) -> Option<usize> {
     if field("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
         return find(&buf[head_end..], b"0\r\n\r\n").map(|i| head_end + i + 5);
     }
-    let len: usize = field("content-length:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = field("content-length:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     (buf.len() >= head_end + len).then_some(head_end + len)
 }
 
@@ -215,7 +217,11 @@ fn exchange(proxy: SocketAddr, send: &Value, port: u16, read_ms: u64) -> Answer 
                 if num("truncate") > 0 {
                     hello.truncate(num("truncate"));
                 }
-                let step = if num("trickle") > 0 { num("trickle") } else { hello.len() };
+                let step = if num("trickle") > 0 {
+                    num("trickle")
+                } else {
+                    hello.len()
+                };
                 for piece in hello.chunks(step) {
                     if s.write_all(piece).is_err() {
                         break;
@@ -224,7 +230,9 @@ fn exchange(proxy: SocketAddr, send: &Value, port: u16, read_ms: u64) -> Answer 
                 }
             }
             Value::Object(o) => {
-                let ms = o["pause_ms"].as_u64().expect("a piece is a string, {tls_hello} or {pause_ms}");
+                let ms = o["pause_ms"]
+                    .as_u64()
+                    .expect("a piece is a string, {tls_hello} or {pause_ms}");
                 std::thread::sleep(Duration::from_millis(ms));
             }
             other => panic!("bad piece {other}"),
@@ -234,11 +242,16 @@ fn exchange(proxy: SocketAddr, send: &Value, port: u16, read_ms: u64) -> Answer 
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         match s.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
         if let Some(head_end) = find(&buf, b"\r\n\r\n") {
@@ -252,7 +265,11 @@ fn exchange(proxy: SocketAddr, send: &Value, port: u16, read_ms: u64) -> Answer 
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     Answer {
-        status: head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
         head: head.to_string(),
         body: body.to_string(),
     }
@@ -264,14 +281,20 @@ fn subst(text: &str, port: u16) -> String {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Runs one corpus file; returns its failures.
 fn run_file(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
-    let root = yaml::parse(&text).unwrap().expect("a corpus file is not empty");
+    let root = yaml::parse(&text)
+        .unwrap()
+        .expect("a corpus file is not empty");
     let file = to_json(&root);
     let (up, seen) = echo_upstream();
     let port = up.port();
@@ -313,7 +336,10 @@ fn run_file(path: &Path) -> Vec<String> {
         if let Some(reached) = expect["reached"].as_bool()
             && reached == got.is_empty()
         {
-            fail(format!("upstream reached: {} (expected {reached})", !got.is_empty()));
+            fail(format!(
+                "upstream reached: {} (expected {reached})",
+                !got.is_empty()
+            ));
         }
         for want in strings(&expect["upstream_contains"]) {
             if !got.contains(&subst(&want, port)) {
@@ -371,7 +397,10 @@ fn run_file(path: &Path) -> Vec<String> {
             if last.is_null() {
                 fail(format!("Veto-Request-Id {id} names no record"));
             } else {
-                fail(format!("record {last}: {}", mismatches(&last, &want, port).join("; ")));
+                fail(format!(
+                    "record {last}: {}",
+                    mismatches(&last, &want, port).join("; ")
+                ));
             }
         }
     }
@@ -412,5 +441,10 @@ fn the_proxy_corpus() {
     let files = corpus();
     assert!(!files.is_empty(), "no corpus files under tests/proxy");
     let failures: Vec<String> = files.iter().flat_map(|f| run_file(f)).collect();
-    assert!(failures.is_empty(), "{} failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

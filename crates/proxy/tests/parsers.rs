@@ -1,0 +1,131 @@
+//! The parsers that face the network, as property tests: the same
+//! properties the fuzz targets (`fuzz/fuzz_targets/`) check, so CI runs
+//! them without a fuzzer. No input panics, and what they accept is read
+//! the same however the bytes are cut up.
+
+use proptest::prelude::*;
+use veto_proxy::parsers::{Hello, chunked_end, client_hello, head_verdict};
+
+/// A ClientHello naming `sni`, its handshake in records of `size` bytes.
+fn hello(sni: &str, size: usize, extra: &[u8]) -> Vec<u8> {
+    let n = sni.as_bytes();
+    let mut list = vec![0u8];
+    list.extend((n.len() as u16).to_be_bytes());
+    list.extend(n);
+    let mut body = (list.len() as u16).to_be_bytes().to_vec();
+    body.extend(list);
+    let mut ext = 0u16.to_be_bytes().to_vec();
+    ext.extend((body.len() as u16).to_be_bytes());
+    ext.extend(body);
+    // Some other extension, of random bytes.
+    ext.extend(0xffu16.to_be_bytes());
+    ext.extend((extra.len() as u16).to_be_bytes());
+    ext.extend(extra);
+    let mut ch = vec![3, 3];
+    ch.extend([7u8; 32]);
+    ch.push(0);
+    ch.extend(2u16.to_be_bytes());
+    ch.extend([0x13, 0x01]);
+    ch.extend([1, 0]);
+    ch.extend((ext.len() as u16).to_be_bytes());
+    ch.extend(ext);
+    let mut hs = vec![1];
+    hs.extend(&(ch.len() as u32).to_be_bytes()[1..]);
+    hs.extend(ch);
+    let mut out = Vec::new();
+    for piece in hs.chunks(size.max(1)) {
+        out.extend([22, 3, 1]);
+        out.extend((piece.len() as u16).to_be_bytes());
+        out.extend(piece);
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn client_hello_never_panics(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = client_hello(&b);
+        let mut tls = vec![22, 3, 1];
+        tls.extend(&b);
+        let _ = client_hello(&tls);
+    }
+
+    #[test]
+    fn a_hello_is_read_whole_however_it_is_split(
+        sni in "[a-z0-9]{1,20}(\\.[a-z0-9]{1,10}){0,3}",
+        size in 1usize..300,
+        extra in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let h = hello(&sni, size, &extra);
+        prop_assert_eq!(client_hello(&h), Hello::Tls(Some(sni.clone())));
+        for cut in [0, 1, 5, h.len() / 2, h.len() - 1] {
+            prop_assert_eq!(client_hello(&h[..cut]), Hello::Partial);
+        }
+        // Bytes after the hello (the client's next flight) change nothing.
+        let mut more = h.clone();
+        more.extend([23, 3, 3, 0, 1, 0]);
+        prop_assert_eq!(client_hello(&more), Hello::Tls(Some(sni)));
+    }
+
+    #[test]
+    fn chunked_framing_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = chunked_end(&b);
+    }
+
+    #[test]
+    fn a_chunked_body_ends_where_it_ends(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..50), 0..6),
+        after in proptest::collection::vec(any::<u8>(), 0..20),
+    ) {
+        let mut body = Vec::new();
+        for c in &chunks {
+            body.extend(format!("{:x}\r\n", c.len()).bytes());
+            body.extend(c);
+            body.extend(b"\r\n");
+        }
+        body.extend(b"0\r\n\r\n");
+        let end = body.len();
+        body.extend(&after);
+        prop_assert_eq!(chunked_end(&body), Ok(Some(end)));
+        prop_assert_eq!(chunked_end(&body[..end - 1]), Ok(None));
+    }
+
+    #[test]
+    fn heads_never_panic(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = head_verdict(&b, 100, 65536);
+        let mut req = b"GET http://a/ HTTP/1.1\r\n".to_vec();
+        req.extend(&b);
+        req.extend(b"\r\n\r\n");
+        let _ = head_verdict(&req, 100, 65536);
+    }
+
+    #[test]
+    fn a_head_with_both_framings_is_always_refused(
+        cl in 0u32..100000,
+        te in "(chunked|gzip, chunked|identity)",
+        order in any::<bool>(),
+    ) {
+        let (a, b) = (format!("Content-Length: {cl}\r\n"), format!("Transfer-Encoding: {te}\r\n"));
+        let fields = if order { a + &b } else { b + &a };
+        let head = format!("POST http://a/ HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+        prop_assert_eq!(head_verdict(head.as_bytes(), 100, 65536), Some(Err(400)));
+    }
+
+    #[test]
+    fn a_forwarded_target_is_normal_and_stays_so(t in "/[a-zA-Z0-9%./\\\\;_~?=&-]{0,60}") {
+        use veto_policy::{PathRules, forward_target, normalize_path, Normalize};
+        if let Ok(f) = forward_target(&t, &PathRules::default()) {
+            let path = f.split('?').next().unwrap_or("");
+            prop_assert!(path.starts_with('/'));
+            prop_assert!(!path.contains("//"), "{f}");
+            prop_assert!(!path.split('/').any(|s| s == "." || s == ".."), "{f}");
+            // Normal once, normal for good: the strict setting accepts it,
+            // and deciding on it matches deciding on the original.
+            let again = forward_target(&f, &PathRules::default()).unwrap();
+            prop_assert_eq!(&again, &f);
+            let strict = PathRules { normalize: Normalize::Refuse, ..PathRules::default() };
+            prop_assert!(forward_target(&f, &strict).is_ok(), "{f}");
+            prop_assert_eq!(normalize_path(&f), normalize_path(&t));
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The HTTP/1 head guard and chunked framing: no input panics; a head it
+//! passes is no longer than the input, and a chunked end lies inside it.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use veto_proxy::parsers::{chunked_end, head_verdict};
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(Ok(n)) = head_verdict(data, 100, 65536) {
+        assert!(n <= data.len());
+    }
+    if let Ok(Some(n)) = chunked_end(data) {
+        assert!(n <= data.len());
+    }
+});
