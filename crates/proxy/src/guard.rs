@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn heads() {
-        let ok = |b: &[u8]| check(b, 100, 65536).unwrap().map(|(n, m)| (n, m)).ok();
+        let ok = |b: &[u8]| check(b, 100, 65536).unwrap().ok();
         assert_eq!(ok(b"GET / HTTP/1.1\r\n\r\n"), Some((18, Mode::Head)));
         assert_eq!(
             ok(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),

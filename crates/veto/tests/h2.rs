@@ -180,3 +180,28 @@ async fn h2_by_alpn_on_the_tls_listener() {
     assert!(head.contains_key("veto-request-id"));
     assert!(body.contains("/tls-h2"), "{body}");
 }
+
+/// Over h2 the request names its host in `:authority`; a `host` header
+/// naming another is malformed (RFC 9113 8.3.1), and an allowed request
+/// reaches the upstream with the authority as its Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_host_and_authority_must_agree() {
+    let up = http_upstream(Duration::ZERO);
+    let veto = Veto::start(POLICY, &[]);
+    let mut send = h2(tokio::net::TcpStream::connect(veto.addr).await.unwrap()).await;
+    let req = Request::builder()
+        .uri(format!("http://{up}/h2"))
+        .header("host", "other.test")
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.headers().contains_key("veto-request-id"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains(":authority"));
+
+    let (status, _, body) = get(&mut send, Method::GET, &format!("http://{up}/h2")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["headers"]["host"], up.to_string(), "{seen}");
+}

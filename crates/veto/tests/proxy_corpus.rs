@@ -416,7 +416,9 @@ fn mismatches(record: &Value, want: &Map<String, Value>, port: u16) -> Vec<Strin
                 Value::Null => got.is_null(),
                 Value::String(s) => {
                     let s = subst(s, port);
-                    got.as_str() == Some(s.as_str()) || got.to_string() == s
+                    // A string, or JSON text for a list or an object.
+                    got.as_str() == Some(s.as_str())
+                        || serde_json::from_str::<Value>(&s).is_ok_and(|v| &v == got)
                 }
                 other => got == other,
             };
