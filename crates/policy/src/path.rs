@@ -31,7 +31,7 @@ pub fn normalize_path(target: &str) -> Cow<'_, str> {
     Cow::Owned(remove_dot_segments(&decoded.replace('\\', "/")))
 }
 
-fn hex(b: u8) -> Option<u8> {
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

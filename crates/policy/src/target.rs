@@ -10,6 +10,7 @@
 //! refused. The shape follows Envoy's `normalize_path`, `merge_slashes` and
 //! `path_with_escaped_slashes_action`.
 
+use crate::path::hex;
 use std::borrow::Cow;
 
 /// What happens to a path that is not in normal form.
@@ -73,15 +74,6 @@ pub enum TargetError {
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Whether a path needs any work at all: the common case is a plain path,

@@ -13,17 +13,15 @@
 //! bytes are the tunnel's (a refused CONNECT closes its connection).
 
 use crate::head::Refused;
-use crate::phase::{self, Ctx, Seen, Verdict};
+use crate::phase::{self, Ctx};
 use crate::state::Shared;
 use http::StatusCode;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use veto_policy::HostRef;
 
 /// Most header fields a head may have, whatever `--max-headers` says.
 const MAX_FIELDS: usize = 256;
@@ -303,27 +301,18 @@ impl<IO> Guarded<IO> {
         self.refusing = Some(rx);
         tokio::spawn(async move {
             let ctx = Ctx::new();
-            let active = shared.policy.load();
-            let verdict = Verdict::refuse(
-                "malformed-request",
-                active.detectors.mask(&reason).into_owned(),
-            );
-            let path = facts.path.as_deref().map(|p| active.detectors.mask(p));
-            let seen = Seen {
+            let facts = crate::head::Facts {
                 protocol: "http",
-                host: HostRef::Name(&facts.host),
+                method: facts.method,
+                host: facts.host,
                 port: 0,
-                method: facts.method.as_deref(),
-                path: path.as_deref(),
-                ips: &[],
-                dns_lookup: false,
-                data: BTreeMap::new(),
+                path: facts.path,
             };
-            let hash = active.policy.hash().to_string();
             let recorded =
-                phase::audit(&shared, &ctx, &hash, seen, &verdict, Some(status.as_u16())).await;
+                phase::record_refusal(&shared, &ctx, &facts, "malformed-request", &reason, status)
+                    .await;
             let answer = match recorded {
-                Ok(_) => raw_answer(status, &verdict.reason, &ctx.id),
+                Ok(_) => raw_answer(status, &reason, &ctx.id),
                 Err(_) => raw_answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "veto cannot record this decision, so it refuses it",

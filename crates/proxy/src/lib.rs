@@ -39,7 +39,7 @@ pub use config::{Config, parse_resolve};
 #[doc(hidden)]
 pub mod parsers {
     pub use crate::guard::{chunked_end, head_verdict};
-    pub use crate::sni::{Hello, MAX_HELLO, parse as client_hello};
+    pub use crate::sni::{Hello, MAX_HELLO, parse as client_hello, sample_hello};
 }
 pub use intercept::Interceptor;
 pub use server::serve;

@@ -273,23 +273,7 @@ pub async fn finish(
     if let Some(u) = resp.extensions_mut().remove::<answer::Unrecorded>() {
         let status = resp.status();
         let answer_reason = u.answer.clone();
-        // Nothing was decided, so nothing was scanned: what the record
-        // keeps of the request is masked here.
-        let active = shared.policy.load();
-        let verdict = Verdict::refuse(u.rule, active.detectors.mask(&u.reason).into_owned());
-        let path = facts.path.as_deref().map(|p| active.detectors.mask(p));
-        let seen = Seen {
-            protocol: facts.protocol,
-            host: HostRef::Name(&facts.host),
-            port: facts.port,
-            method: facts.method.as_deref(),
-            path: path.as_deref(),
-            ips: &[],
-            dns_lookup: false,
-            data: BTreeMap::new(),
-        };
-        let hash = active.policy.hash().to_string();
-        resp = match audit(shared, ctx, &hash, seen, &verdict, Some(status.as_u16())).await {
+        resp = match record_refusal(shared, ctx, facts, u.rule, &u.reason, status).await {
             Err(failed) => failed,
             Ok(_) if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
                 answer::bad_credentials_recorded(&answer_reason, &ctx.id)
@@ -309,6 +293,34 @@ pub async fn finish(
         resp.headers_mut().insert("veto-request-id", v);
     }
     resp
+}
+
+/// Records a refusal veto made before any decision, from the facts of the
+/// request: nothing was decided, so nothing was scanned, and what the
+/// record keeps of the request (its path, the reason) is masked here.
+pub async fn record_refusal(
+    shared: &Shared,
+    ctx: &Ctx,
+    facts: &crate::head::Facts,
+    rule: &'static str,
+    reason: &str,
+    status: http::StatusCode,
+) -> Result<Receipt, Response<Body>> {
+    let active = shared.policy.load();
+    let verdict = Verdict::refuse(rule, active.detectors.mask(reason).into_owned());
+    let path = facts.path.as_deref().map(|p| active.detectors.mask(p));
+    let seen = Seen {
+        protocol: facts.protocol,
+        host: HostRef::Name(&facts.host),
+        port: facts.port,
+        method: facts.method.as_deref(),
+        path: path.as_deref(),
+        ips: &[],
+        dns_lookup: false,
+        data: BTreeMap::new(),
+    };
+    let hash = active.policy.hash().to_string();
+    audit(shared, ctx, &hash, seen, &verdict, Some(status.as_u16())).await
 }
 
 /// Records how an exchange ended, without making anyone wait.

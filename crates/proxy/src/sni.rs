@@ -164,39 +164,54 @@ pub fn parse(buf: &[u8]) -> Hello {
     }
 }
 
+/// A minimal ClientHello naming `sni` (if any), its handshake in records
+/// of `record` bytes (0: one record), with an unknown extension of `extra`
+/// bytes: for tests and fuzz seeds, never sent by veto.
+pub fn sample_hello(sni: Option<&str>, record: usize, extra: &[u8]) -> Vec<u8> {
+    let mut ext = Vec::new();
+    if let Some(name) = sni {
+        let n = name.as_bytes();
+        let mut list = vec![0u8];
+        list.extend((n.len() as u16).to_be_bytes());
+        list.extend(n);
+        let mut body = (list.len() as u16).to_be_bytes().to_vec();
+        body.extend(list);
+        ext.extend(0u16.to_be_bytes());
+        ext.extend((body.len() as u16).to_be_bytes());
+        ext.extend(body);
+    }
+    if !extra.is_empty() {
+        ext.extend(0xffu16.to_be_bytes());
+        ext.extend((extra.len() as u16).to_be_bytes());
+        ext.extend(extra);
+    }
+    let mut ch = vec![3, 3];
+    ch.extend([7u8; 32]);
+    ch.push(0);
+    ch.extend(2u16.to_be_bytes());
+    ch.extend([0x13, 0x01]);
+    ch.extend([1, 0]);
+    ch.extend((ext.len() as u16).to_be_bytes());
+    ch.extend(ext);
+    let mut hs = vec![1];
+    hs.extend(&(ch.len() as u32).to_be_bytes()[1..]);
+    hs.extend(ch);
+    let size = if record == 0 { hs.len() } else { record };
+    let mut out = Vec::new();
+    for piece in hs.chunks(size) {
+        out.extend([22, 3, 1]);
+        out.extend((piece.len() as u16).to_be_bytes());
+        out.extend(piece);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A minimal ClientHello with the given SNI.
-    pub fn hello(sni: Option<&str>) -> Vec<u8> {
-        let mut ext = Vec::new();
-        if let Some(name) = sni {
-            let n = name.as_bytes();
-            let mut list = vec![0u8];
-            list.extend((n.len() as u16).to_be_bytes());
-            list.extend(n);
-            let mut body = (list.len() as u16).to_be_bytes().to_vec();
-            body.extend(list);
-            ext.extend(0u16.to_be_bytes());
-            ext.extend((body.len() as u16).to_be_bytes());
-            ext.extend(body);
-        }
-        let mut ch = vec![3, 3];
-        ch.extend([7u8; 32]);
-        ch.push(0);
-        ch.extend(2u16.to_be_bytes());
-        ch.extend([0x13, 0x01]);
-        ch.extend([1, 0]);
-        ch.extend((ext.len() as u16).to_be_bytes());
-        ch.extend(ext);
-        let mut hs = vec![1];
-        hs.extend(&(ch.len() as u32).to_be_bytes()[1..]);
-        hs.extend(ch);
-        let mut rec = vec![22, 3, 1];
-        rec.extend((hs.len() as u16).to_be_bytes());
-        rec.extend(hs);
-        rec
+    fn hello(sni: Option<&str>) -> Vec<u8> {
+        sample_hello(sni, 0, &[])
     }
 
     #[test]
@@ -219,23 +234,10 @@ mod tests {
         }
     }
 
-    /// The same handshake in records of `size` bytes each.
-    fn split(rec: &[u8], size: usize) -> Vec<u8> {
-        let hs = &rec[5..];
-        let mut out = Vec::new();
-        for piece in hs.chunks(size) {
-            out.extend([22, 3, 1]);
-            out.extend((piece.len() as u16).to_be_bytes());
-            out.extend(piece);
-        }
-        out
-    }
-
     #[test]
     fn reassembles_a_hello_split_over_records() {
-        let h = hello(Some("fronted.example"));
         for size in [1, 2, 3, 7, 40] {
-            let s = split(&h, size);
+            let s = sample_hello(Some("fronted.example"), size, &[]);
             assert_eq!(
                 parse(&s),
                 Hello::Tls(Some("fronted.example".into())),
@@ -260,7 +262,7 @@ mod tests {
         assert_eq!(parse(&h), Hello::Partial);
         let mut alert = hello(Some("a.b"));
         alert.extend([21, 3, 3, 0, 2, 2, 40]);
-        let s = split(&hello(Some("a.b")), 10);
+        let s = sample_hello(Some("a.b"), 10, &[]);
         let mut mixed = s[..15].to_vec();
         mixed.extend([21, 3, 3, 0, 2, 2, 40]);
         assert!(matches!(parse(&mixed), Hello::Malformed(_)));

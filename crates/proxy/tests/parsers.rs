@@ -4,41 +4,10 @@
 //! the same however the bytes are cut up.
 
 use proptest::prelude::*;
-use veto_proxy::parsers::{Hello, chunked_end, client_hello, head_verdict};
+use veto_proxy::parsers::{Hello, chunked_end, client_hello, head_verdict, sample_hello};
 
-/// A ClientHello naming `sni`, its handshake in records of `size` bytes.
 fn hello(sni: &str, size: usize, extra: &[u8]) -> Vec<u8> {
-    let n = sni.as_bytes();
-    let mut list = vec![0u8];
-    list.extend((n.len() as u16).to_be_bytes());
-    list.extend(n);
-    let mut body = (list.len() as u16).to_be_bytes().to_vec();
-    body.extend(list);
-    let mut ext = 0u16.to_be_bytes().to_vec();
-    ext.extend((body.len() as u16).to_be_bytes());
-    ext.extend(body);
-    // Some other extension, of random bytes.
-    ext.extend(0xffu16.to_be_bytes());
-    ext.extend((extra.len() as u16).to_be_bytes());
-    ext.extend(extra);
-    let mut ch = vec![3, 3];
-    ch.extend([7u8; 32]);
-    ch.push(0);
-    ch.extend(2u16.to_be_bytes());
-    ch.extend([0x13, 0x01]);
-    ch.extend([1, 0]);
-    ch.extend((ext.len() as u16).to_be_bytes());
-    ch.extend(ext);
-    let mut hs = vec![1];
-    hs.extend(&(ch.len() as u32).to_be_bytes()[1..]);
-    hs.extend(ch);
-    let mut out = Vec::new();
-    for piece in hs.chunks(size.max(1)) {
-        out.extend([22, 3, 1]);
-        out.extend((piece.len() as u16).to_be_bytes());
-        out.extend(piece);
-    }
-    out
+    sample_hello(Some(sni), size.max(1), extra)
 }
 
 proptest! {

@@ -150,34 +150,7 @@ fn echo(mut s: TcpStream, log: &Mutex<Vec<Vec<u8>>>) {
 /// A TLS ClientHello naming `sni`, as records of at most `size` bytes of
 /// handshake each (0: one record).
 fn client_hello(sni: &str, size: usize) -> Vec<u8> {
-    let n = sni.as_bytes();
-    let mut list = vec![0u8];
-    list.extend((n.len() as u16).to_be_bytes());
-    list.extend(n);
-    let mut sni_ext = (list.len() as u16).to_be_bytes().to_vec();
-    sni_ext.extend(list);
-    let mut ext = 0u16.to_be_bytes().to_vec();
-    ext.extend((sni_ext.len() as u16).to_be_bytes());
-    ext.extend(sni_ext);
-    let mut ch = vec![3, 3];
-    ch.extend([7u8; 32]);
-    ch.push(0);
-    ch.extend(2u16.to_be_bytes());
-    ch.extend([0x13, 0x01]);
-    ch.extend([1, 0]);
-    ch.extend((ext.len() as u16).to_be_bytes());
-    ch.extend(ext);
-    let mut hs = vec![1];
-    hs.extend(&(ch.len() as u32).to_be_bytes()[1..]);
-    hs.extend(ch);
-    let size = if size == 0 { hs.len() } else { size };
-    let mut out = Vec::new();
-    for piece in hs.chunks(size) {
-        out.extend([22, 3, 1]);
-        out.extend((piece.len() as u16).to_be_bytes());
-        out.extend(piece);
-    }
-    out
+    veto_proxy::parsers::sample_hello(Some(sni), size, &[])
 }
 
 /// What came back: status (0 if nothing), head and body.
