@@ -7,6 +7,7 @@
 //! thread in group commits.
 
 mod checkpoint;
+pub mod head;
 mod inventory;
 mod pace;
 mod record;
@@ -22,7 +23,7 @@ pub use record::{
 pub use store::{
     Filter, RawEntry, Sync, db_path, entries_after, events, head, open_ro, open_rw, query,
 };
-pub use verify::{Broken, Intact, verify, verify_with};
+pub use verify::{Broken, Intact, verify, verify_anchored, verify_with};
 pub use writer::{Counts, Full, Pruned, Receipt, Retention, Writer, now};
 
 /// Why the audit trail could not do what was asked. Clone, so that one

@@ -26,6 +26,24 @@ pub enum Broken {
     /// A prune checkpoint whose signature does not hold: forged, or made by
     /// another key than the trusted one.
     Checkpoint { id: String, why: String },
+    /// The store ends before its signed head, or holds another entry
+    /// where the head points: its newest entries were cut off.
+    Truncated {
+        /// The store's newest entry.
+        found: i64,
+        /// The entry the signed head names, and when it was signed.
+        signed: i64,
+        signed_time: String,
+        /// The entry at `signed` is there with another hash.
+        rewritten: bool,
+    },
+    /// A writer found its store short of the signed head (or the head gone
+    /// or forged) when it opened it, and said so in the chain.
+    Cut { seq: i64, what: String },
+    /// There is no signed head, so a cut end could not be seen.
+    Unanchored { path: String },
+    /// The signed head itself does not verify.
+    Head { path: String, why: String },
 }
 
 impl std::fmt::Display for Broken {
@@ -55,6 +73,31 @@ impl std::fmt::Display for Broken {
             Broken::Checkpoint { id, why } => {
                 write!(f, "prune checkpoint {id} is not signed off: {why}")
             }
+            Broken::Truncated {
+                found,
+                signed,
+                signed_time,
+                rewritten: false,
+            } => write!(
+                f,
+                "the chain was cut: it ends at entry {found}, but its head was signed at entry {signed} ({signed_time}); {} entries are missing",
+                signed - found
+            ),
+            Broken::Truncated {
+                found,
+                signed,
+                signed_time,
+                rewritten: true,
+            } => write!(
+                f,
+                "the chain was cut and written anew: entry {signed} is not the one its head was signed at ({signed_time}); the store ends at entry {found}"
+            ),
+            Broken::Cut { seq, what } => write!(f, "entry {seq}: {what}"),
+            Broken::Unanchored { path } => write!(
+                f,
+                "there is no signed head ({path}): a cut end of the chain cannot be seen (was the file deleted?)"
+            ),
+            Broken::Head { path, why } => write!(f, "the signed head {path} is not valid: {why}"),
         }
     }
 }
@@ -65,6 +108,8 @@ pub struct Intact {
     pub entries: u64,
     pub records: u64,
     pub head: String,
+    /// The signed head the store was held to, when it was.
+    pub anchor: Option<crate::head::SignedHead>,
 }
 
 type Columns = (
@@ -133,9 +178,42 @@ fn check_columns(seq: i64, kind: Kind, body: &str, c: &Columns) -> Result<(), Br
             if e.id != *rid {
                 return Err(bad("rid"));
             }
+            if let Some(what) = cut_event(&e) {
+                return Err(Broken::Cut { seq, what });
+            }
         }
     }
     Ok(())
+}
+
+/// What an event a writer appends on finding its store cut says.
+fn cut_event(e: &Event) -> Option<String> {
+    let d = &e.detail;
+    let n = |k: &str| d[k].as_i64().unwrap_or(-1);
+    let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();
+    Some(match e.event.as_str() {
+        "chain-cut" if d["rewritten"].as_bool() == Some(true) => format!(
+            "when veto opened the trail ({}), entry {} was not the one its head was signed at ({}): the chain was cut and written anew",
+            e.time,
+            n("signed_seq"),
+            s("signed_time")
+        ),
+        "chain-cut" => format!(
+            "when veto opened the trail ({}), it ended at entry {} but its head was signed at entry {} ({}): {} entries were cut off",
+            e.time,
+            n("found_seq"),
+            n("signed_seq"),
+            s("signed_time"),
+            n("missing")
+        ),
+        "head-missing" | "head-invalid" => format!(
+            "when veto opened the trail ({}) at entry {}, its signed head could not vouch for it: {}",
+            e.time,
+            n("found_seq"),
+            s("why")
+        ),
+        _ => return None,
+    })
 }
 
 /// Walks the whole chain, oldest first.
@@ -267,5 +345,45 @@ pub fn verify_with(
         entries,
         records,
         head: prev,
+        anchor: None,
     }))
+}
+
+/// As [`verify_with`], and the chain's end held to its signed head
+/// (`head`, read from `head_path` *before* the store is read, since the
+/// head follows the store): a missing head is a break, as is one that does
+/// not verify or that the store falls short of.
+pub fn verify_anchored(
+    conn: &Connection,
+    head: Option<&crate::head::SignedHead>,
+    head_path: &std::path::Path,
+    trusted: Option<&crate::signing::PublicKey>,
+) -> Result<Result<Intact, Broken>, AuditError> {
+    let path = head_path.display().to_string();
+    if let Some(h) = head
+        && let Err(why) = h.check(trusted)
+    {
+        return Ok(Err(Broken::Head { path, why }));
+    }
+    let mut intact = match verify_with(conn, trusted)? {
+        Ok(i) => i,
+        Err(b) => return Ok(Err(b)),
+    };
+    let Some(h) = head else {
+        return Ok(if intact.entries == 0 {
+            Ok(intact)
+        } else {
+            Err(Broken::Unanchored { path })
+        });
+    };
+    if let Some(c) = crate::head::cut(conn, h)? {
+        return Ok(Err(Broken::Truncated {
+            found: c.found_seq,
+            signed: h.seq,
+            signed_time: h.time(),
+            rewritten: c.rewritten,
+        }));
+    }
+    intact.anchor = Some(h.clone());
+    Ok(Ok(intact))
 }

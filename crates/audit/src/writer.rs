@@ -115,6 +115,19 @@ impl Writer {
         key: Option<crate::signing::Key>,
     ) -> Result<Writer, AuditError> {
         let conn = store::open_rw(path, sync)?;
+        // The chain's end is anchored by a signed head beside the store;
+        // a store that falls short of it was cut while no writer held it.
+        let problem = match &key {
+            Some(k) => crate::head::check_on_open(&conn, path, &k.verifying_key())?,
+            None => None,
+        };
+        let signer = match &key {
+            Some(k) => Some(
+                crate::head::Signer::start(crate::head::head_path(path), k.clone(), 0)
+                    .map_err(|e| AuditError::io("audit head thread", e))?,
+            ),
+            None => None,
+        };
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (live, _) = broadcast::channel(LIVE);
         let counters = Arc::new(Counters::default());
@@ -126,9 +139,24 @@ impl Writer {
             conn: Some(conn),
             live: live.clone(),
             key,
+            signer,
             checkpoints: crate::checkpoint::Checkpointer::start(path.to_path_buf())
                 .map_err(|e| AuditError::io("audit checkpoint thread", e))?,
         };
+        if let Some((event, detail)) = problem {
+            // Recorded in the chain itself, so the gap stays on record
+            // (and `verify` names it) however the head moves on.
+            tracing::error!(%event, %detail, "the audit trail does not reach its signed head");
+            let (ms, time) = now();
+            let e = Event {
+                id: crate::record::new_id(ms),
+                time,
+                event: event.into(),
+                detail,
+            };
+            let (tx, _) = oneshot::channel();
+            state.write(&[Job::Event(Box::new(e), ms as i64, tx)])?;
+        }
         std::thread::Builder::new()
             .name("veto-audit".into())
             .spawn(move || state.run(rx))
@@ -233,6 +261,8 @@ struct State {
     live: broadcast::Sender<Arc<Record>>,
     /// Signs prune checkpoints.
     key: Option<crate::signing::Key>,
+    /// Signs the chain's head (when there is a key).
+    signer: Option<crate::head::Signer>,
     /// Checkpoints the log on a thread of its own.
     checkpoints: crate::checkpoint::Checkpointer,
     counters: Arc<Counters>,
@@ -325,9 +355,14 @@ impl State {
                         let _ = tx.send(Ok(Receipt { seq, hash }));
                     }
                 }
-                Job::Flush(tx) => {
-                    let _ = tx.send(Ok(()));
-                }
+                // A flush also waits for the signed head to reach what it
+                // flushed: after it, a cut of these entries is detectable.
+                Job::Flush(tx) => match &self.signer {
+                    Some(s) => s.after(self.head.0, tx),
+                    None => {
+                        let _ = tx.send(Ok(()));
+                    }
+                },
                 Job::Prune(r, tx) => {
                     let result = self.prune(&r);
                     if result.is_err() {
@@ -396,6 +431,9 @@ impl State {
             self.counters
                 .entries
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
+        }
+        if let (Some(s), false) = (&self.signer, out.is_empty()) {
+            s.committed(seq, &prev);
         }
         self.head = (seq, prev);
         Ok(out)
@@ -503,6 +541,9 @@ impl State {
         // Give the space back (effective on stores made with incremental
         // auto-vacuum, which `open_rw` sets up).
         let _ = conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);");
+        if let Some(s) = &self.signer {
+            s.committed(seq, &hash);
+        }
         self.head = (seq, hash);
         Ok(Some(Pruned {
             through_seq: through,

@@ -14,24 +14,55 @@ pub fn since_ms(since: &str, now_ms: i64) -> Result<i64, String> {
 }
 
 /// `veto audit verify`: Ok(message) when intact, Err(message) naming the
-/// first broken record.
-pub fn verify_cmd(data: &Path, key: Option<&Path>) -> Result<Result<String, String>, AuditError> {
-    let conn = open_ro(&db_path(data))?;
-    // Prune checkpoints are held to the given public key, else to the one
-    // beside the data (made by `veto run`).
+/// first break. The chain's end is held to the signed head (`head`, else
+/// `DATA/audit.head`), read before the store: the writer signs a head only
+/// after its entries are committed.
+pub fn verify_cmd(
+    data: &Path,
+    key: Option<&Path>,
+    head: Option<&Path>,
+) -> Result<Result<String, String>, AuditError> {
+    let db = db_path(data);
+    let head_path = head.map_or_else(|| veto_audit::head::head_path(&db), Path::to_path_buf);
+    let signed = match veto_audit::head::read(&head_path) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(format!("audit chain cannot be shown complete: {e}"))),
+    };
+    if head.is_some() && signed.is_none() {
+        return Ok(Err(format!("no signed head at {}", head_path.display())));
+    }
+    let conn = open_ro(&db)?;
+    // Prune checkpoints and the head are held to the given public key,
+    // else to the one beside the data (made by `veto run`).
     let beside = veto_audit::signing::public_path(data);
     let trusted = match key {
         Some(k) => Some(veto_audit::signing::read_public(k)?),
         None if beside.exists() => Some(veto_audit::signing::read_public(&beside)?),
         None => None,
     };
-    Ok(match veto_audit::verify_with(&conn, trusted.as_ref())? {
-        Ok(i) => Ok(format!(
-            "audit chain intact: {} records, {} entries, head {}",
-            i.records, i.entries, i.head
-        )),
-        Err(b) => Err(format!("audit chain broken: {b}")),
-    })
+    Ok(
+        match veto_audit::verify_anchored(&conn, signed.as_ref(), &head_path, trusted.as_ref())? {
+            Ok(i) => {
+                let anchor = match &i.anchor {
+                    Some(h) => format!(
+                        "; signed head at entry {} ({}){}",
+                        h.seq,
+                        h.time(),
+                        match i.entries as i64 - h.seq {
+                            n if n > 0 => format!(", {n} newer entries not signed yet"),
+                            _ => String::new(),
+                        }
+                    ),
+                    None => String::new(),
+                };
+                Ok(format!(
+                    "audit chain intact: {} records, {} entries, head {}{anchor}",
+                    i.records, i.entries, i.head
+                ))
+            }
+            Err(b) => Err(format!("audit chain broken: {b}")),
+        },
+    )
 }
 
 /// Writes matching records as JSON lines. A closed pipe ends quietly.

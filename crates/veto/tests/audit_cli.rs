@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use veto_audit::{Completed, Decided, Sync, Writer, db_path, format_time, new_id};
 
+/// As `veto run` writes it: signed with the node's key (checkpoints and the
+/// chain's head).
 async fn write_store(dir: &Path) {
-    let w = Writer::start(&db_path(dir), Sync::Normal).unwrap();
+    let key = veto_audit::signing::load_or_create(dir).unwrap();
+    let w = Writer::start_signed(&db_path(dir), Sync::Normal, Some(key)).unwrap();
     let now = veto_audit::now().0;
     for i in 0..12u64 {
         // Four an hour old, the rest recent.
@@ -191,6 +194,43 @@ async fn audit_commands_on_a_real_store() {
     let (code, _, err) = veto(dir.path(), &["audit", "verify"]);
     assert_eq!(code, 1);
     assert!(err.contains(&rid) && err.contains("was edited"), "{err}");
+}
+
+/// The newest entries cut off straight in the file: the chain alone still
+/// links, the signed head tells, with how many are gone; a copy of the head
+/// kept elsewhere (`--head`) tells even when the one beside the store was
+/// put back from an older backup or deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_end_is_reported_with_how_many_entries_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_store(dir.path()).await;
+    let head = veto_audit::head::head_path(&db_path(dir.path()));
+    let kept = dir.path().join("kept.head");
+    std::fs::copy(&head, &kept).unwrap();
+    let (code, out, _) = veto(dir.path(), &["audit", "verify"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("signed head at entry 20"), "{out}");
+
+    let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+    conn.execute("DELETE FROM chain WHERE seq > 15", [])
+        .unwrap();
+    drop(conn);
+    let (code, _, err) = veto(dir.path(), &["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the chain was cut: it ends at entry 15")
+            && err.contains("5 entries are missing"),
+        "{err}"
+    );
+
+    std::fs::remove_file(&head).unwrap();
+    let (code, _, err) = veto(dir.path(), &["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("there is no signed head"), "{err}");
+    let kept_arg = kept.display().to_string();
+    let (code, _, err) = veto(dir.path(), &["audit", "verify", "--head", &kept_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("5 entries are missing"), "{err}");
 }
 
 #[test]

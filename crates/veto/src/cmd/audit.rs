@@ -12,6 +12,10 @@ pub(crate) enum AuditCommand {
         /// copy of DATA/audit-signing.pub kept elsewhere.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Hold the chain's end to this signed head (a copy of
+        /// DATA/audit.head kept elsewhere) instead of the one beside it.
+        #[arg(long)]
+        head: Option<PathBuf>,
     },
     /// Print audit records as JSON lines, oldest first.
     Query {
@@ -38,8 +42,8 @@ pub(crate) enum AuditCommand {
 pub(crate) fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match cmd {
-        AuditCommand::Verify { data, key } => {
-            match veto::audit_cmd::verify_cmd(&data.data, key.as_deref())? {
+        AuditCommand::Verify { data, key, head } => {
+            match veto::audit_cmd::verify_cmd(&data.data, key.as_deref(), head.as_deref())? {
                 Ok(msg) => {
                     say!("{msg}");
                     Ok(ExitCode::SUCCESS)
