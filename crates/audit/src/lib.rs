@@ -23,7 +23,7 @@ pub use record::{
 pub use store::{
     Filter, RawEntry, Sync, db_path, entries_after, events, head, open_ro, open_rw, query,
 };
-pub use verify::{Broken, Intact, verify, verify_anchored, verify_with};
+pub use verify::{Broken, Intact, cut_reported, verify, verify_anchored, verify_with};
 pub use writer::{Counts, Full, Pruned, Receipt, Retention, Writer, now};
 
 /// Why the audit trail could not do what was asked. Clone, so that one

@@ -178,7 +178,7 @@ fn check_columns(seq: i64, kind: Kind, body: &str, c: &Columns) -> Result<(), Br
             if e.id != *rid {
                 return Err(bad("rid"));
             }
-            if let Some(what) = cut_event(&e) {
+            if let Some(what) = cut_reported(&e) {
                 return Err(Broken::Cut { seq, what });
             }
         }
@@ -186,8 +186,9 @@ fn check_columns(seq: i64, kind: Kind, body: &str, c: &Columns) -> Result<(), Br
     Ok(())
 }
 
-/// What an event a writer appends on finding its store cut says.
-fn cut_event(e: &Event) -> Option<String> {
+/// What an event a writer appends on finding its store cut says (`None`
+/// for every other event): a chain holding one never verifies clean.
+pub fn cut_reported(e: &Event) -> Option<String> {
     let d = &e.detail;
     let n = |k: &str| d[k].as_i64().unwrap_or(-1);
     let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();

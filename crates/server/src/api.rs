@@ -43,6 +43,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/machines/{name}/rotate", post(machine_rotate))
         .route("/v1/machines/{name}/revoke", post(machine_revoke))
         .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/access", get(crate::grants::review))
         .route("/v1/grants/renew", post(crate::grants::renew))
         .route("/v1/agent/config", get(agent_config))
@@ -402,6 +403,20 @@ async fn audit(State(app): Shared, h: HeaderMap, Query(q): Query<AuditQuery>) ->
     }
 }
 
+#[derive(serde::Deserialize)]
+struct AgentQuery {
+    agent: String,
+}
+
+/// An agent's shipped chain walked and held to its signed head.
+async fn audit_verify(State(app): Shared, h: HeaderMap, Query(q): Query<AgentQuery>) -> Response {
+    need!(app, h, Role::Viewer);
+    match app.store.audit_verify(q.agent).await {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
 /// The agent a request's bearer token belongs to.
 async fn agent_of(app: &App, h: &HeaderMap) -> Result<String, Response> {
     let token = auth::bearer(h).ok_or_else(|| {
@@ -441,6 +456,9 @@ async fn agent_config(State(app): Shared, h: HeaderMap) -> Response {
 #[derive(serde::Deserialize)]
 struct Batch {
     entries: Vec<Entry>,
+    /// The agent's signed chain head, held to the one stored for it.
+    #[serde(default)]
+    head: Option<veto_audit::head::SignedHead>,
 }
 
 async fn agent_audit(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -452,7 +470,11 @@ async fn agent_audit(State(app): Shared, h: HeaderMap, body: axum::body::Bytes) 
         Ok(v) => v,
         Err(r) => return r,
     };
-    match app.store.audit_ingest(agent, batch.entries).await {
+    match app
+        .store
+        .audit_ingest(agent, batch.entries, batch.head)
+        .await
+    {
         Ok(acked) => Json(serde_json::json!({"acked": acked})).into_response(),
         Err(e) => store_error(e),
     }

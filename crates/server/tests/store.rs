@@ -10,6 +10,36 @@ use std::time::Duration;
 use veto_server::store::{Entry, Target};
 use veto_server::{Location, Store};
 
+/// Real chained entries, as an agent ships them; `tag` tells trails apart.
+fn chained(tag: &str, n: i64) -> Vec<Entry> {
+    let mut prev = veto_audit::GENESIS.to_string();
+    (1..=n)
+        .map(|seq| {
+            let body = format!("{{\"n\":{seq},\"t\":\"{tag}\"}}");
+            let hash = veto_audit::chain_hash(&prev, veto_audit::Kind::Completion, &body);
+            Entry {
+                seq,
+                kind: 1,
+                body,
+                prev: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
+}
+
+/// An entry chained after `e`, with its own body.
+fn follow(e: &Entry, tag: &str) -> Entry {
+    let body = format!("{{\"n\":{},\"t\":\"{tag}\"}}", e.seq + 1);
+    Entry {
+        seq: e.seq + 1,
+        kind: 1,
+        hash: veto_audit::chain_hash(&e.hash, veto_audit::Kind::Completion, &body),
+        body,
+        prev: e.hash.clone(),
+    }
+}
+
 fn admin_url() -> String {
     std::env::var("VETO_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -207,23 +237,21 @@ async fn agents_enroll_report_and_ship_audit_once() {
             (3, Some("sha256:x"), Some("prod"))
         );
 
-        let entry = |seq: i64| Entry {
-            seq,
-            kind: 0,
-            body: format!("{{\"n\":{seq}}}"),
-            prev: format!("p{seq}"),
-            hash: format!("h{seq}"),
-        };
+        let trail = chained("a", 9);
+        let entry = |seq: i64| trail[seq as usize - 1].clone();
         let batch: Vec<Entry> = (1..=3).map(entry).collect();
         assert_eq!(
-            s.audit_ingest("edge-1".into(), batch.clone())
+            s.audit_ingest("edge-1".into(), batch.clone(), None)
                 .await
                 .unwrap(),
             3
         );
         // A retried batch, overlapping the next: every entry once.
         let again: Vec<Entry> = (2..=5).map(entry).collect();
-        assert_eq!(s.audit_ingest("edge-1".into(), again).await.unwrap(), 5);
+        assert_eq!(
+            s.audit_ingest("edge-1".into(), again, None).await.unwrap(),
+            5
+        );
         let stored = s.audit_entries("edge-1".into(), 0, 100).await.unwrap();
         assert_eq!(stored, (1..=5).map(entry).collect::<Vec<_>>());
         assert_eq!(
@@ -232,15 +260,14 @@ async fn agents_enroll_report_and_ship_audit_once() {
         );
         // A different entry under a stored seq (a reset trail), or a gap,
         // is refused, never acknowledged.
-        let mut forged = entry(3);
-        forged.hash = "other".into();
+        let forged = follow(&entry(2), "b");
         let err = s
-            .audit_ingest("edge-1".into(), vec![forged])
+            .audit_ingest("edge-1".into(), vec![forged], None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("differs"), "{loc:?}: {err}");
         let err = s
-            .audit_ingest("edge-1".into(), vec![entry(9)])
+            .audit_ingest("edge-1".into(), vec![entry(9)], None)
             .await
             .unwrap_err();
         assert!(
@@ -254,6 +281,103 @@ async fn agents_enroll_report_and_ship_audit_once() {
                 .len(),
             5
         );
+    })
+    .await;
+}
+
+/// What an agent ships is checked as `veto audit verify` checks a local
+/// trail: entries that do not hash or do not follow are refused, and the
+/// chain's end is held to the agent's signed head, whose key is pinned and
+/// which never moves back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_chains_are_checked_and_held_to_the_signed_head() {
+    both(|s, loc| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let key = veto_audit::signing::load_or_create(dir.path()).unwrap();
+        let sign = |e: &Entry| veto_audit::head::SignedHead::sign(&key, e.seq, &e.hash, 1_000);
+        let trail = chained("a", 8);
+        let ship = |from: usize, to: usize| trail[from - 1..to].to_vec();
+        let refused = |r: Result<i64, veto_server::store::StoreError>, what: &str| {
+            let err = r.unwrap_err().to_string();
+            assert!(err.contains(what), "{loc:?}: {err}");
+        };
+
+        // Edited after chaining, or not following its predecessor.
+        let mut edited = ship(1, 3);
+        edited[1].body = "{\"n\":2,\"t\":\"edited\"}".into();
+        refused(s.audit_ingest("a1".into(), edited, None).await, "does not hash");
+        let mut unlinked = ship(1, 3);
+        unlinked[2] = follow(&chained("z", 2)[1], "a");
+        refused(
+            s.audit_ingest("a1".into(), unlinked, None).await,
+            "does not follow",
+        );
+        assert!(s.audit_entries("a1".into(), 0, 10).await.unwrap().is_empty());
+
+        // A batch and the head that vouches for it, then a head ahead of
+        // what has shipped (the rest still spooled at the agent).
+        let h5 = sign(&trail[4]);
+        assert_eq!(
+            s.audit_ingest("a1".into(), ship(1, 5), Some(h5.clone())).await.unwrap(),
+            5
+        );
+        assert_eq!(s.audit_head("a1".into()).await.unwrap(), Some(h5.clone()));
+        let h7 = sign(&trail[6]);
+        s.audit_ingest("a1".into(), vec![], Some(h7.clone())).await.unwrap();
+        let check = s.audit_verify("a1".into()).await.unwrap();
+        assert_eq!((check.entries, check.unshipped, check.broken), (5, 2, None));
+
+        // A head that moves back (the agent's trail was cut), one of
+        // another key, one forged, or one naming another entry: refused.
+        refused(
+            s.audit_ingest("a1".into(), ship(6, 6), Some(h5.clone())).await,
+            "was cut",
+        );
+        let other = tempfile::tempdir().unwrap();
+        let stranger = veto_audit::signing::load_or_create(other.path()).unwrap();
+        let foreign = veto_audit::head::SignedHead::sign(&stranger, 8, &trail[7].hash, 2_000);
+        refused(
+            s.audit_ingest("a1".into(), ship(6, 8), Some(foreign)).await,
+            "another key",
+        );
+        let mut forged = sign(&trail[7]);
+        forged.seq = 9;
+        refused(
+            s.audit_ingest("a1".into(), ship(6, 8), Some(forged)).await,
+            "not valid",
+        );
+        let wrong = veto_audit::head::SignedHead::sign(&key, 3, &trail[1].hash, 3_000);
+        refused(
+            s.audit_ingest("a2".into(), ship(1, 3), Some(wrong)).await,
+            "not the one",
+        );
+        assert_eq!(
+            s.audit_ingest("a1".into(), ship(6, 8), Some(sign(&trail[7]))).await.unwrap(),
+            8
+        );
+        let check = s.audit_verify("a1".into()).await.unwrap();
+        assert_eq!((check.entries, check.unshipped, check.broken), (8, 0, None));
+
+        // An agent whose own writer found its trail cut says so in the
+        // chain: the server's walk reports it.
+        let ev = veto_audit::Event {
+            id: veto_audit::new_id(1),
+            time: veto_audit::format_time(1),
+            event: "chain-cut".into(),
+            detail: serde_json::json!({"signed_seq": 12, "found_seq": 8, "missing": 4, "signed_time": "t"}),
+        };
+        let body = serde_json::to_string(&ev).unwrap();
+        let cut = Entry {
+            seq: 9,
+            kind: 2,
+            hash: veto_audit::chain_hash(&trail[7].hash, veto_audit::Kind::Event, &body),
+            body,
+            prev: trail[7].hash.clone(),
+        };
+        s.audit_ingest("a1".into(), vec![cut], None).await.unwrap();
+        let check = s.audit_verify("a1".into()).await.unwrap();
+        let broken = check.broken.unwrap();
+        assert!(broken.contains("4 entries were cut off"), "{loc:?}: {broken}");
     })
     .await;
 }

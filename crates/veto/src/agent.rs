@@ -508,9 +508,15 @@ pub fn shipped(data: &Path) -> i64 {
 async fn ship_once(data: &Path, a: &AgentArgs) -> Result<bool, String> {
     let after = shipped(data);
     let db = veto_audit::db_path(data);
-    let batch = tokio::task::spawn_blocking(move || {
+    // The signed head goes with every batch, read before the entries (it
+    // follows them): the server holds the shipped chain to it, so a trail
+    // cut here before it shipped is refused there, not taken as complete.
+    let (head, batch) = tokio::task::spawn_blocking(move || {
+        let head =
+            veto_audit::head::read(&veto_audit::head::head_path(&db)).map_err(|e| e.to_string())?;
         let conn = veto_audit::open_ro(&db).map_err(|e| e.to_string())?;
-        veto_audit::entries_after(&conn, after, 500).map_err(|e| e.to_string())
+        let batch = veto_audit::entries_after(&conn, after, 500).map_err(|e| e.to_string())?;
+        Ok::<_, String>((head, batch))
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -529,7 +535,7 @@ async fn ship_once(data: &Path, a: &AgentArgs) -> Result<bool, String> {
     }
     let full = entries.len() < batch.len() || batch.len() == 500;
     let last = batch.get(entries.len() - 1).map(|e| e.seq).unwrap_or(after);
-    let body = serde_json::json!({ "entries": entries }).to_string();
+    let body = serde_json::json!({ "entries": entries, "head": head }).to_string();
     let (mut send, authority) = connect(a).await?;
     let req = request(
         "POST",

@@ -65,6 +65,51 @@ pub fn verify_cmd(
     )
 }
 
+/// `veto audit verify --agent`: the server's check of an agent's shipped
+/// chain, in words; a chain the agent never signed a head for cannot be
+/// shown complete.
+pub fn agent_verdict(check: &serde_json::Value) -> Result<String, String> {
+    let agent = check["agent"].as_str().unwrap_or("?");
+    let n = |k: &str| check[k].as_i64().unwrap_or(0);
+    if let Some(b) = check["broken"].as_str() {
+        return Err(format!(
+            "audit chain of agent {agent} at the server broken: {b}"
+        ));
+    }
+    let head = &check["head"];
+    let Some(seq) = head["seq"].as_i64() else {
+        return Err(format!(
+            "audit chain of agent {agent} at the server cannot be shown complete: the agent never sent a signed head ({} entries stored)",
+            n("entries")
+        ));
+    };
+    let time = veto_audit::format_time(head["time_ms"].as_u64().unwrap_or(0));
+    let spooled = match n("unshipped") {
+        0 => String::new(),
+        u => format!(", {u} entries still spooled at the agent"),
+    };
+    Ok(format!(
+        "audit chain of agent {agent} at the server intact: {} entries ({} to {}), signed head at entry {seq} ({time}){spooled}",
+        n("entries"),
+        n("first"),
+        n("last"),
+    ))
+}
+
+/// `s` as a URL query value: everything but unreserved characters
+/// percent-encoded.
+pub fn query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Writes matching records as JSON lines. A closed pipe ends quietly.
 pub fn query_cmd(data: &Path, filter: &Filter, out: &mut dyn Write) -> Result<u64, AuditError> {
     let conn = open_ro(&db_path(data))?;

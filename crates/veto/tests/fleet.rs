@@ -280,6 +280,19 @@ fn one_server_two_agents_policy_optouts_audit_and_an_outage() {
             chain_ok(&entries),
             "{name}: the shipped chain does not verify"
         );
+        // The server holds it to the agent's signed head, which reaches
+        // the last shipped entry once the agent has nothing left to send.
+        let mut said = String::new();
+        let ok = within(Duration::from_secs(15), || {
+            let (code, out, err) = cli(srv.addr, &sdata, &["audit", "verify", "--agent", name]);
+            said = format!("{out}{err}");
+            code == 0 && !out.contains("spooled")
+        });
+        assert!(ok.is_some(), "{name}: {said}");
+        assert!(
+            said.contains(&format!("audit chain of agent {name} at the server intact")),
+            "{said}"
+        );
     }
 }
 

@@ -8,12 +8,15 @@
 //! `NOTIFY veto_changes` for PostgreSQL, so that every replica's agents
 //! hear it (`Store::subscribe`).
 
+mod chain;
 mod grants;
 mod pg;
 mod pg_conn;
 mod sqlite;
 
+pub use chain::ChainCheck;
 pub use grants::{GrantState, GrantUse};
+use veto_audit::head::SignedHead;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -394,12 +397,30 @@ impl Store {
     /// from the stored one of the same seq, or a batch that would leave a
     /// gap, is refused (`Conflict`): an agent whose trail was reset must be
     /// enrolled anew. Returns the agent's highest stored seq.
+    ///
+    /// The batch's chain is checked (`chain::links`), and the agent's
+    /// signed head, when sent, against the one stored (`chain::head_ok`).
     pub async fn audit_ingest(
         &self,
         agent: String,
         entries: Vec<Entry>,
+        head: Option<SignedHead>,
     ) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.audit_ingest(&agent, &entries), p => p.audit_ingest(&agent, &entries).await)
+        dispatch!(self, s => s.audit_ingest(&agent, &entries, head.as_ref()), p => p.audit_ingest(&agent, &entries, head.as_ref()).await)
+    }
+
+    /// The agent's latest signed head.
+    pub async fn audit_head(&self, agent: String) -> Result<Option<SignedHead>, StoreError> {
+        dispatch!(self, s => s.audit_head(&agent), p => p.audit_head(&agent).await)
+    }
+
+    /// Walks the agent's stored chain and holds it to its signed head.
+    pub async fn audit_verify(&self, agent: String) -> Result<ChainCheck, StoreError> {
+        let head = self.audit_head(agent.clone()).await?;
+        chain::walk(agent.clone(), head, |after| {
+            self.audit_entries(agent.clone(), after, 5_000)
+        })
+        .await
     }
 
     /// An agent's entries after `after`, in order, at most `limit`.
@@ -568,4 +589,5 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     );",
     ),
     (3, grants::MIGRATION),
+    (4, chain::MIGRATION),
 ];

@@ -10,6 +10,7 @@ use super::{
 };
 use tokio::sync::broadcast;
 use tokio_postgres::Row;
+use veto_audit::head::SignedHead;
 
 #[derive(Clone)]
 pub struct Pg {
@@ -410,7 +411,12 @@ impl Pg {
             .collect())
     }
 
-    pub async fn audit_ingest(&self, agent: &str, entries: &[Entry]) -> Result<i64, StoreError> {
+    pub async fn audit_ingest(
+        &self,
+        agent: &str,
+        entries: &[Entry],
+        head: Option<&SignedHead>,
+    ) -> Result<i64, StoreError> {
         // One statement per batch (arrays unnested server-side), not one
         // round trip per entry.
         let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
@@ -428,6 +434,11 @@ impl Pg {
             .await?
             .get(0);
         super::no_gap(before, entries)?;
+        let anchor = match entries.first() {
+            Some(e) => hash_at(&*tx, agent, e.seq - 1).await?,
+            None => None,
+        };
+        super::chain::links(anchor.as_deref(), entries)?;
         tx.execute(
             "INSERT INTO audit(agent, seq, kind, body, prev, hash)
              SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])
@@ -446,12 +457,28 @@ impl Pg {
         for e in entries {
             super::same(e, stored.get(&e.seq).map_or("", String::as_str))?;
         }
+        if let Some(h) = head {
+            let before = head_of(&*tx, agent).await?;
+            let at = hash_at(&*tx, agent, h.seq).await?;
+            super::chain::head_ok(before.as_ref(), h, at.as_deref())?;
+            tx.execute(
+                "INSERT INTO audit_heads(agent, seq, hash, time_ms, key, signature) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT(agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, time_ms = excluded.time_ms, key = excluded.key, signature = excluded.signature",
+                &[&agent, &h.seq, &h.hash, &(h.time_ms as i64), &h.key, &h.signature],
+            )
+            .await?;
+        }
         let top: Option<i64> = tx
             .query_one("SELECT max(seq) FROM audit WHERE agent = $1", &[&agent])
             .await?
             .get(0);
         tx.commit().await?;
         Ok(top.unwrap_or(0))
+    }
+
+    pub async fn audit_head(&self, agent: &str) -> Result<Option<SignedHead>, StoreError> {
+        let c = self.conn().await?;
+        head_of(&**c, agent).await
     }
 
     pub async fn audit_entries(
@@ -658,4 +685,35 @@ impl Pg {
         .await?;
         Ok(())
     }
+}
+
+async fn hash_at(
+    c: &impl tokio_postgres::GenericClient,
+    agent: &str,
+    seq: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(c.query_opt(
+        "SELECT hash FROM audit WHERE agent = $1 AND seq = $2",
+        &[&agent, &seq],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
+async fn head_of(
+    c: &impl tokio_postgres::GenericClient,
+    agent: &str,
+) -> Result<Option<SignedHead>, StoreError> {
+    Ok(c.query_opt(
+        "SELECT seq, hash, time_ms, key, signature FROM audit_heads WHERE agent = $1",
+        &[&agent],
+    )
+    .await?
+    .map(|r| SignedHead {
+        seq: r.get(0),
+        hash: r.get(1),
+        time_ms: r.get::<_, i64>(2) as u64,
+        key: r.get(3),
+        signature: r.get(4),
+    }))
 }

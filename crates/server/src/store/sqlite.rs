@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
+use veto_audit::head::SignedHead;
 
 #[derive(Clone)]
 pub struct Sqlite {
@@ -400,7 +401,12 @@ impl Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn audit_ingest(&self, agent: &str, entries: &[Entry]) -> Result<i64, StoreError> {
+    pub fn audit_ingest(
+        &self,
+        agent: &str,
+        entries: &[Entry],
+        head: Option<&SignedHead>,
+    ) -> Result<i64, StoreError> {
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let before: Option<i64> = tx.query_row(
@@ -409,6 +415,20 @@ impl Sqlite {
             |r| r.get(0),
         )?;
         super::no_gap(before, entries)?;
+        let hash_at = |seq: i64| -> Result<Option<String>, StoreError> {
+            Ok(tx
+                .query_row(
+                    "SELECT hash FROM audit WHERE agent = ?1 AND seq = ?2",
+                    params![agent, seq],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        };
+        let anchor = match entries.first() {
+            Some(e) => hash_at(e.seq - 1)?,
+            None => None,
+        };
+        super::chain::links(anchor.as_deref(), entries)?;
         {
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO audit(agent, seq, kind, body, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -425,6 +445,15 @@ impl Sqlite {
                 super::same(e, &stored)?;
             }
         }
+        if let Some(h) = head {
+            let stored = head_of(&tx, agent)?;
+            super::chain::head_ok(stored.as_ref(), h, hash_at(h.seq)?.as_deref())?;
+            tx.execute(
+                "INSERT INTO audit_heads(agent, seq, hash, time_ms, key, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, time_ms = excluded.time_ms, key = excluded.key, signature = excluded.signature",
+                params![agent, h.seq, h.hash, h.time_ms as i64, h.key, h.signature],
+            )?;
+        }
         let top: Option<i64> = tx.query_row(
             "SELECT max(seq) FROM audit WHERE agent = ?1",
             [agent],
@@ -432,6 +461,10 @@ impl Sqlite {
         )?;
         tx.commit()?;
         Ok(top.unwrap_or(0))
+    }
+
+    pub fn audit_head(&self, agent: &str) -> Result<Option<SignedHead>, StoreError> {
+        head_of(&self.conn(), agent)
     }
 
     pub fn audit_entries(
@@ -587,4 +620,21 @@ impl Sqlite {
         tx.commit()?;
         Ok(())
     }
+}
+
+fn head_of(c: &Connection, agent: &str) -> Result<Option<SignedHead>, StoreError> {
+    Ok(c.query_row(
+        "SELECT seq, hash, time_ms, key, signature FROM audit_heads WHERE agent = ?1",
+        [agent],
+        |r| {
+            Ok(SignedHead {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+                time_ms: r.get::<_, i64>(2)? as u64,
+                key: r.get(3)?,
+                signature: r.get(4)?,
+            })
+        },
+    )
+    .optional()?)
 }

@@ -16,6 +16,16 @@ pub(crate) enum AuditCommand {
         /// DATA/audit.head kept elsewhere) instead of the one beside it.
         #[arg(long)]
         head: Option<PathBuf>,
+        /// Verify this agent's chain as the control plane (--server) holds
+        /// it, against the signed head the agent last sent.
+        #[arg(long, requires = "server")]
+        agent: Option<String>,
+        /// The control plane, with --agent.
+        #[arg(long, env = "VETO_SERVER")]
+        server: Option<String>,
+        /// The server's token (default: VETO_ADMIN_TOKEN, else DATA/admin.token).
+        #[arg(long, env = "VETO_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Print audit records as JSON lines, oldest first.
     Query {
@@ -42,8 +52,26 @@ pub(crate) enum AuditCommand {
 pub(crate) fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match cmd {
-        AuditCommand::Verify { data, key, head } => {
-            match veto::audit_cmd::verify_cmd(&data.data, key.as_deref(), head.as_deref())? {
+        AuditCommand::Verify {
+            data,
+            key,
+            head,
+            agent,
+            server,
+            token,
+        } => {
+            let verdict = match (agent, server) {
+                (Some(agent), Some(server)) => {
+                    let path = format!(
+                        "/v1/audit/verify?agent={}",
+                        veto::audit_cmd::query_value(&agent)
+                    );
+                    let check = admin_call(&server, token, &data.data, "GET", &path, None)?;
+                    veto::audit_cmd::agent_verdict(&check)
+                }
+                _ => veto::audit_cmd::verify_cmd(&data.data, key.as_deref(), head.as_deref())?,
+            };
+            match verdict {
                 Ok(msg) => {
                     say!("{msg}");
                     Ok(ExitCode::SUCCESS)
