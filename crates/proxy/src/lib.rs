@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod mtls;
 mod phase;
 mod redact;
+mod refused;
 pub mod resolve;
 pub mod server;
 pub mod sni;

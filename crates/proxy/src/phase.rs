@@ -306,6 +306,29 @@ pub async fn record_refusal(
     reason: &str,
     status: http::StatusCode,
 ) -> Result<Receipt, Response<Body>> {
+    record_early(shared, ctx, facts, rule, reason, Some(status.as_u16())).await
+}
+
+/// As [`record_refusal`], for a connection closed with no answer at all
+/// (see `refused.rs`).
+pub async fn record_closed(
+    shared: &Shared,
+    ctx: &Ctx,
+    facts: &crate::head::Facts,
+    rule: &'static str,
+    reason: &str,
+) -> Result<Receipt, Response<Body>> {
+    record_early(shared, ctx, facts, rule, reason, None).await
+}
+
+async fn record_early(
+    shared: &Shared,
+    ctx: &Ctx,
+    facts: &crate::head::Facts,
+    rule: &'static str,
+    reason: &str,
+    status: Option<u16>,
+) -> Result<Receipt, Response<Body>> {
     let active = shared.policy.load();
     let verdict = Verdict::refuse(rule, active.detectors.mask(reason).into_owned());
     let path = facts.path.as_deref().map(|p| active.detectors.mask(p));
@@ -320,7 +343,7 @@ pub async fn record_refusal(
         data: BTreeMap::new(),
     };
     let hash = active.policy.hash().to_string();
-    audit(shared, ctx, &hash, seen, &verdict, Some(status.as_u16())).await
+    audit(shared, ctx, &hash, seen, &verdict, status).await
 }
 
 /// Records how an exchange ended, without making anyone wait.

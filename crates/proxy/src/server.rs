@@ -2,6 +2,7 @@
 //! request-head limits and timeouts, and a graceful drain on shutdown.
 
 use crate::mtls::Peer;
+use crate::refused::{Refusals, Why};
 use crate::state::Shared;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -53,6 +54,7 @@ pub async fn serve(
     let cfg = shared.config.clone();
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let per_client = Arc::new(PerClient::default());
+    let refusals = Arc::new(Refusals::default());
     // Connections watch this to finish their request in flight and close.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
@@ -82,10 +84,20 @@ pub async fn serve(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; closing");
+            let why = Why::Limit {
+                per_client: false,
+                limit: cfg.max_connections,
+            };
+            refusals.record(&shared, peer, why, stream);
             continue;
         };
         if !per_client.enter(peer.ip(), cfg.max_per_client) {
             tracing::warn!(%peer, "per-client connection limit reached; closing");
+            let why = Why::Limit {
+                per_client: true,
+                limit: cfg.max_per_client,
+            };
+            refusals.record(&shared, peer, why, stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -93,12 +105,19 @@ pub async fn serve(
         let per_client = per_client.clone();
         let stop = stop_rx.clone();
         let client_tls = client_tls.clone().filter(|_| is_tls);
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             let wait = shared.config.header_timeout;
+            let secs = wait.as_secs();
             match client_tls {
                 None => match sniff(&stream, wait).await {
-                    Some(h2) => connection(stream, shared, Peer::None, h2, stop).await,
-                    None => tracing::debug!(%peer, "nothing sent before the head timeout"),
+                    Ok(h2) => connection(stream, shared, Peer::None, h2, stop).await,
+                    Err(true) => {
+                        tracing::debug!(%peer, "nothing sent before the head timeout");
+                        let why = Why::Silent { secs, tls: false };
+                        refusals.record(&shared, peer, why, stream);
+                    }
+                    Err(false) => {}
                 },
                 Some(t) => {
                     // The handshake is bounded like a request head.
@@ -107,8 +126,29 @@ pub async fn serve(
                             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                             connection(tls, shared, who, h2, stop).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        // A client that hangs up mid-handshake refused
+                        // nothing; a handshake veto failed did.
+                        Ok(Err(e))
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::UnexpectedEof
+                                    | std::io::ErrorKind::ConnectionReset
+                            ) =>
+                        {
+                            tracing::debug!(%peer, error = %e, "client left during the TLS handshake");
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            let why = Why::Handshake {
+                                credentials: crate::refused::over_credentials(&e),
+                                error: e.to_string(),
+                            };
+                            refusals.record(&shared, peer, why, ());
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            refusals.record(&shared, peer, Why::Silent { secs, tls: true }, ());
+                        }
                     }
                 }
             }
@@ -137,19 +177,22 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Which protocol a plain client speaks, from its first bytes (peeked, so
 /// hyper still reads them): `Some(true)` for h2. `None`: it sent nothing
 /// within `wait`, or closed; a silent connection holds no slot for long.
-async fn sniff(stream: &tokio::net::TcpStream, wait: std::time::Duration) -> Option<bool> {
+/// `Ok(h2)`, or `Err(true)` when the client sent nothing within `wait`
+/// (`Err(false)`: it closed first, which refuses nothing).
+async fn sniff(stream: &tokio::net::TcpStream, wait: std::time::Duration) -> Result<bool, bool> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = [0u8; PREFACE.len()];
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
-            _ => return None,
+            Ok(_) => return Err(false),
+            Err(_) => return Err(true),
         };
         if !PREFACE.starts_with(&buf[..n]) {
-            return Some(false);
+            return Ok(false);
         }
         if n == PREFACE.len() {
-            return Some(true);
+            return Ok(true);
         }
         // Part of the preface so far (rare: it comes in one segment).
         // peek returns at once while those bytes wait, so pause first.

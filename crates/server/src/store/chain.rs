@@ -206,14 +206,13 @@ mod tests {
             .map(|seq| {
                 let body = format!("{{\"n\":{seq}}}");
                 let hash = chain_hash(&prev, Kind::Completion, &body);
-                let e = Entry {
+                Entry {
                     seq,
                     kind: Kind::Completion as i64,
                     body,
                     prev: std::mem::replace(&mut prev, hash.clone()),
                     hash,
-                };
-                e
+                }
             })
             .collect()
     }
