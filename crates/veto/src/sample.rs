@@ -3,7 +3,9 @@
 //! engine's borrowed [`Request`] on demand.
 
 use std::net::IpAddr;
-use veto_policy::{DataSet, Host, Protocol, Request, Timestamp, normalize_host, normalize_path};
+use veto_policy::{
+    DataSet, Host, Protocol, Request, TargetError, Timestamp, normalize_host, normalize_path,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
@@ -80,11 +82,11 @@ impl Sample {
         };
         let host = normalize_host(&host_str)?;
         let port = u.port_or_known_default().unwrap_or(80);
-        let mut target = u.path().to_string();
-        if let Some(q) = u.query() {
-            target.push('?');
-            target.push_str(q);
-        }
+        // The target as written, not as the url crate cleans it up (it
+        // removes dot segments and reads `\` as `/`): the proxy decides on
+        // the policy's normal form of what the client sent, and so must
+        // this (see `apply_paths`).
+        let target = raw_target(url);
         let path = normalize_path(&target).into_owned();
         Ok(Sample {
             machine: machine.into(),
@@ -138,6 +140,18 @@ impl Sample {
         }
     }
 
+    /// Puts the path in the policy's normal form, as the proxy does before
+    /// it decides (`paths:`); `Err` is what the proxy refuses with `400`
+    /// (rule `malformed-request`) before any rule is asked.
+    pub fn apply_paths(&mut self, rules: &veto_policy::PathRules) -> Result<(), TargetError> {
+        if !self.protocol.is_http() {
+            return Ok(());
+        }
+        let normal = veto_policy::forward_target(&self.payload.target, rules)?;
+        self.path = normalize_path(&normal).into_owned();
+        Ok(())
+    }
+
     pub fn request(&self) -> Request<'_> {
         Request {
             machine: &self.machine,
@@ -150,6 +164,20 @@ impl Sample {
             data: self.data,
             now: self.now,
         }
+    }
+}
+
+/// The path and query of an absolute URL as written (`/` when it has
+/// none), without its fragment.
+fn raw_target(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+    let rest = after_scheme
+        .find(['/', '?', '#'])
+        .map_or("", |i| &after_scheme[i..]);
+    let rest = rest.split('#').next().unwrap_or("");
+    match rest.as_bytes().first() {
+        Some(b'/') => rest.to_string(),
+        _ => format!("/{rest}"),
     }
 }
 
@@ -183,5 +211,22 @@ mod tests {
         assert_eq!(s.host, Host::Ip("127.0.0.1".parse().unwrap()));
         assert_eq!(s.port, 8080);
         assert!(Sample::from_url("m", "GET", "ftp://x/", Payload::default()).is_err());
+    }
+
+    #[test]
+    fn paths_as_the_proxy_forwards_them() {
+        let rules = veto_policy::PathRules::default();
+        let path = |url: &str| {
+            let mut s = Sample::from_url("m", "GET", url, Payload::default()).unwrap();
+            s.apply_paths(&rules).map(|()| s.path)
+        };
+        assert_eq!(path("http://a.test//admin/users").unwrap(), "/admin/users");
+        assert_eq!(path("http://a.test/x//../admin").unwrap(), "/admin");
+        assert_eq!(path("http://a.test/.//admin?q=1#f").unwrap(), "/admin");
+        assert_eq!(path("http://a.test?q=1").unwrap(), "/");
+        assert!(path("http://a.test/a%2Fadmin").is_err());
+        assert!(path("http://a.test/a%zz").is_err());
+        assert_eq!(raw_target("http://a.test"), "/");
+        assert_eq!(raw_target("http://u@a.test:8080/p?q#f"), "/p?q");
     }
 }

@@ -350,7 +350,8 @@ fn run_case(policy: &Policy, detectors: &Detectors, c: &Node<'_>) -> Result<(), 
     if let Some(k) = unknown(e, &["name", "request", "expect"]) {
         return Err(format!("unknown case field `{}`", k.as_str().unwrap_or("")));
     }
-    let (sample, grants) = parse_request(detectors, get(e, "request").ok_or("missing `request`")?)?;
+    let (mut sample, grants) =
+        parse_request(detectors, get(e, "request").ok_or("missing `request`")?)?;
     let expect =
         map(get(e, "expect").ok_or("missing `expect`")?).ok_or("`expect` must be a mapping")?;
     if let Some(k) = unknown(expect, &["decision", "rule", "would", "reason_contains"]) {
@@ -359,23 +360,31 @@ fn run_case(policy: &Policy, detectors: &Detectors, c: &Node<'_>) -> Result<(), 
             k.as_str().unwrap_or("")
         ));
     }
+    // A path the proxy refuses before any rule (policy `paths:`) is that
+    // refusal here too: deny, rule `malformed-request`.
+    let malformed = sample.apply_paths(&policy.document().paths).err();
     let req = sample.request();
     let d = policy.decide(&req, &grants);
-    let named = d.named();
-    let rule = policy.rule_id(named.by);
-    let reason = policy.reason(&d, &req);
-    let would = d.would().map(Effect::as_str).unwrap_or("none");
+    let (effect_got, rule, reason, would) = match &malformed {
+        Some(e) => ("deny", crate::explain::MALFORMED, e.to_string(), "none"),
+        None => (
+            d.effect().as_str(),
+            policy.rule_id(d.named().by),
+            policy.reason(&d, &req),
+            d.would().map(Effect::as_str).unwrap_or("none"),
+        ),
+    };
     let got = format!(
-        "got decision {}{}, rule {rule}: {reason}",
-        d.effect().as_str(),
-        d.would()
-            .map(|w| format!(" (would {})", w.as_str()))
-            .unwrap_or_default()
+        "got decision {effect_got}{}, rule {rule}: {reason}",
+        match would {
+            "none" => String::new(),
+            w => format!(" (would {w})"),
+        }
     );
     let mut problems = Vec::new();
     if let Some(want) = str_field(expect, "decision")? {
         effect(want).ok_or_else(|| format!("unknown decision `{want}`"))?;
-        if want != d.effect().as_str() {
+        if want != effect_got {
             problems.push(format!("expected decision {want}"));
         }
     }
