@@ -148,7 +148,7 @@ defaults: { decision: deny, private_networks: allow }
 rules:
   - id: allowed
     effect: allow
-    to: { hosts: [allowed.test] }
+    to: { hosts: [allowed.test, missing.test] }
   - id: no-paste
     effect: deny
     reason: No paste sites.
@@ -180,6 +180,7 @@ rules:
                 ask(proxy, "GET http://c2VjcmV0LWtleQ.attacker.test/ HTTP/1.1\r\nConnection: close\r\n\r\n".into()),
                 ask(proxy, "CONNECT c2VjcmV0.paste.test:443 HTTP/1.1\r\nHost: c2VjcmV0.paste.test:443\r\n\r\n".into()),
                 ask(proxy, format!("GET http://allowed.test:{port}/ HTTP/1.1\r\nConnection: close\r\n\r\n")),
+                ask(proxy, format!("GET http://missing.test:{port}/ HTTP/1.1\r\nConnection: close\r\n\r\n")),
             ]
         })
         .join()
@@ -187,6 +188,14 @@ rules:
     assert!(answers[0].starts_with("HTTP/1.1 403"), "{}", answers[0]);
     assert!(answers[1].starts_with("HTTP/1.1 403"), "{}", answers[1]);
     assert!(answers[2].starts_with("HTTP/1.1 200"), "{}", answers[2]);
+    // A name that does not exist: 502, and its record (rule unresolvable).
+    assert!(answers[3].starts_with("HTTP/1.1 502"), "{}", answers[3]);
+    let id = answers[3]
+        .lines()
+        .find_map(|l| l.strip_prefix("veto-request-id: "))
+        .unwrap_or_else(|| panic!("no Veto-Request-Id: {}", answers[3]))
+        .trim()
+        .to_string();
 
     let asked = asked.lock().unwrap().clone();
     // The server works and veto uses it: the allowed name was asked...
@@ -207,4 +216,14 @@ rules:
     assert!(by_host("c2vjcmv0lwtleq.attacker.test")["dns_lookup"].is_null());
     assert!(by_host("c2vjcmv0.paste.test")["dns_lookup"].is_null());
     assert_eq!(by_host("allowed.test")["dns_lookup"], true);
+    let missing = by_host("missing.test");
+    assert_eq!(
+        missing["id"],
+        id.as_str(),
+        "the answer's id names the record"
+    );
+    assert_eq!(missing["rule"], "unresolvable");
+    assert_eq!(missing["decision"], "deny");
+    assert_eq!(missing["status"], 502);
+    assert!(asked.iter().any(|n| n == "missing.test"), "{asked:?}");
 }
