@@ -248,10 +248,33 @@ fn check(buf: &[u8], max_fields: usize, max_bytes: usize) -> Checked {
 /// The answer to a refused head, once its record is committed.
 type Answer = tokio::sync::oneshot::Receiver<Vec<u8>>;
 
+/// Where the heads a guard checks come from: the proxy's own listener
+/// (plain HTTP; the host is the one the head names), or an opened tunnel
+/// (HTTPS to the tunnel's host, by the tunnel's machine), so a refusal's
+/// record says what it refused.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub protocol: &'static str,
+    pub machine: String,
+    /// The tunnel's host and port; `None`: the head's own.
+    pub target: Option<(String, u16)>,
+}
+
+impl Origin {
+    pub fn listener() -> Origin {
+        Origin {
+            protocol: "http",
+            machine: "anonymous".into(),
+            target: None,
+        }
+    }
+}
+
 /// A client connection's byte stream with every head checked.
 pub struct Guarded<IO> {
     io: IO,
     shared: Arc<Shared>,
+    origin: Origin,
     /// Bytes read from the client, not yet handed to hyper.
     held: Vec<u8>,
     /// How many of `held` are checked and may go to hyper.
@@ -266,10 +289,11 @@ pub struct Guarded<IO> {
 }
 
 impl<IO> Guarded<IO> {
-    pub fn new(io: IO, shared: Arc<Shared>) -> Guarded<IO> {
+    pub fn new(io: IO, shared: Arc<Shared>, origin: Origin) -> Guarded<IO> {
         Guarded {
             io,
             shared,
+            origin,
             held: Vec::new(),
             ready: 0,
             mode: Mode::Head,
@@ -299,13 +323,16 @@ impl<IO> Guarded<IO> {
         self.done = true;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.refusing = Some(rx);
+        let origin = self.origin.clone();
         tokio::spawn(async move {
-            let ctx = Ctx::new();
+            let mut ctx = Ctx::new();
+            ctx.machine = origin.machine;
+            let (host, port) = origin.target.unwrap_or((facts.host, 0));
             let facts = crate::head::Facts {
-                protocol: "http",
+                protocol: origin.protocol,
                 method: facts.method,
-                host: facts.host,
-                port: 0,
+                host,
+                port,
                 path: facts.path,
             };
             let recorded =

@@ -161,6 +161,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send + 'static> Accepted<C> {
     /// received.
     pub(crate) async fn serve(self, o: Opened, interceptor: &Interceptor) -> (u64, u64) {
         let shared = o.shared.clone();
+        let (tunnel_machine, tunnel_host, tunnel_port) =
+            (o.machine.clone(), o.host.to_string(), o.port);
         let tunnel = Arc::new(Upstream {
             opened: o,
             config: interceptor.upstream.clone(),
@@ -171,13 +173,31 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send + 'static> Accepted<C> {
             async move { Ok::<_, std::convert::Infallible>(inner(&tunnel, req).await) }
         });
         let cfg = &shared.config;
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(cfg.header_timeout)
-            .max_buf_size(cfg.max_header_bytes.max(8192));
-        let conn = builder.serve_connection(TokioIo::new(self.tls), svc);
+        // HTTP/2 by ALPN; otherwise HTTP/1.1 behind the same head guard as
+        // the listener's, so a smuggled or malformed head inside a tunnel
+        // gets the same refusal and record as outside one.
+        let h2 = self.tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let conn: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if h2 {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+                .serve_connection(TokioIo::new(self.tls), svc);
+            Box::pin(async move {
+                let _ = conn.await;
+            })
+        } else {
+            let origin = crate::guard::Origin {
+                protocol: "https",
+                machine: tunnel_machine,
+                target: Some((tunnel_host, tunnel_port)),
+            };
+            let guarded = crate::guard::Guarded::new(self.tls, shared.clone(), origin);
+            let conn =
+                crate::server::http1_guarded(cfg).serve_connection(TokioIo::new(guarded), svc);
+            Box::pin(async move {
+                let _ = conn.await;
+            })
+        };
         tokio::select! {
             _ = tokio::time::timeout(cfg.tunnel_timeout, conn) => {}
             () = self.activity.wait_idle(cfg.idle_timeout) => {}

@@ -231,22 +231,29 @@ async fn connection<IO>(
         drain(conn, stop, |c| c.graceful_shutdown()).await;
         return;
     }
-    // Every head is checked by the guard before hyper reads it; hyper's
-    // own bounds stay, a little wider, behind it (its timer also closes a
-    // kept-alive connection that sends nothing more).
-    let guarded = crate::guard::Guarded::new(io, guard_shared);
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
+    let guarded = crate::guard::Guarded::new(io, guard_shared, crate::guard::Origin::listener());
+    let conn = http1_guarded(&cfg)
+        .serve_connection(TokioIo::new(guarded), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    drain(conn, stop, |c| c.graceful_shutdown()).await;
+}
+
+/// hyper's HTTP/1 server behind the head guard: every head is checked by
+/// the guard before hyper reads it; hyper's own bounds stay, a little
+/// wider, behind it (its timer also closes a kept-alive connection that
+/// sends nothing more). The same on the listener and inside opened
+/// tunnels.
+pub(crate) fn http1_guarded(cfg: &crate::config::Config) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout + std::time::Duration::from_secs(1))
         // The guard ends the stream at a refused head: what an earlier
         // request is owed is still answered.
         .half_close(true)
         .max_buf_size((cfg.max_header_bytes + 1024).max(8192))
-        .max_headers(cfg.max_headers.clamp(1, 256) + 1)
-        .serve_connection(TokioIo::new(guarded), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    drain(conn, stop, |c| c.graceful_shutdown()).await;
+        .max_headers(cfg.max_headers.clamp(1, 256) + 1);
+    b
 }
 
 /// Streams one HTTP/2 client may have open at once (requests and tunnels).

@@ -322,3 +322,58 @@ fn an_http2_upstream_is_spoken_to_in_http2() {
     );
     assert_eq!(status, 403);
 }
+
+/// Inside an opened tunnel every HTTP/1.1 head goes through the same guard
+/// as on the listener: a head with both framings (request smuggling) is
+/// refused with veto's 400 and recorded as `https` to the tunnel's host,
+/// never passed to the upstream.
+#[test]
+fn a_smuggled_head_inside_an_opened_tunnel_is_refused_and_recorded() {
+    use std::io::{Read, Write};
+    let up = tls::https_upstream(&["api.test"]);
+    let veto = start(&up, true);
+    let (tcp, head) = common::connect(veto.addr, &format!("api.test:{}", up.addr.port()));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(veto.data().join("ca.pem")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("api.test").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(
+        b"POST /items HTTP/1.1\r\nHost: api.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let answer = String::from_utf8_lossy(&out).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("Transfer-Encoding"), "{answer}");
+    let id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("veto-request-id: "))
+        .unwrap_or_else(|| panic!("no Veto-Request-Id: {answer}"))
+        .trim()
+        .to_string();
+    let records = veto.records(&["--rule", "malformed-request"]);
+    let r = records
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no record {id}: {records:?}"));
+    assert_eq!(r["protocol"], "https");
+    assert_eq!(r["host"], "api.test");
+    assert_eq!(r["port"], up.addr.port());
+    assert_eq!(r["status"], 400);
+}
