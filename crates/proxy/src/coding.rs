@@ -40,7 +40,7 @@ pub fn decode(coding: &Coding, raw: &[u8], limit: usize) -> Result<Vec<u8>, Stri
     let read_limited = |r: &mut dyn Read| -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         let n = r
-            .take(limit as u64 + 1)
+            .take((limit as u64).saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| format!("the body is not valid {coding:?} ({e})"))?;
         if n > limit {

@@ -39,6 +39,7 @@ pub use config::{Config, parse_resolve};
 /// (`fuzz/`, `tests/parsers.rs`); not an interface of the proxy.
 #[doc(hidden)]
 pub mod parsers {
+    pub use crate::coding::{Coding, decode as decode_body, encode as encode_body};
     pub use crate::guard::{chunked_end, head_verdict};
     pub use crate::sni::{Hello, MAX_HELLO, parse as client_hello, sample_hello};
 }

@@ -4,7 +4,9 @@
 //! the same however the bytes are cut up.
 
 use proptest::prelude::*;
-use veto_proxy::parsers::{Hello, chunked_end, client_hello, head_verdict, sample_hello};
+use veto_proxy::parsers::{
+    Coding, Hello, chunked_end, client_hello, decode_body, encode_body, head_verdict, sample_hello,
+};
 
 fn hello(sni: &str, size: usize, extra: &[u8]) -> Vec<u8> {
     sample_hello(Some(sni), size.max(1), extra)
@@ -96,5 +98,26 @@ proptest! {
             prop_assert!(forward_target(&f, &strict).is_ok(), "{f}");
             prop_assert_eq!(normalize_path(&f), normalize_path(&t));
         }
+    }
+
+    #[test]
+    fn body_codings_never_panic_and_round_trip(
+        pick in 0u8..3,
+        raw in proptest::collection::vec(any::<u8>(), 0..2000),
+    ) {
+        let coding = [Coding::Gzip, Coding::Deflate, Coding::Identity][pick as usize].clone();
+        if let Ok(plain) = decode_body(&coding, &raw, 4096) {
+            prop_assert!(plain.len() <= 4096);
+        }
+        let encoded = encode_body(&coding, &raw).unwrap();
+        prop_assert_eq!(decode_body(&coding, &encoded, usize::MAX).unwrap(), raw);
+    }
+
+    #[test]
+    fn a_compression_bomb_stops_at_the_limit(n in 1usize..64) {
+        let plain = vec![b'a'; n * 100_000];
+        let bomb = encode_body(&Coding::Gzip, &plain).unwrap();
+        let err = decode_body(&Coding::Gzip, &bomb, 65_536).unwrap_err();
+        prop_assert!(err.contains("inspection limit"), "{}", err);
     }
 }
