@@ -19,25 +19,31 @@ pub struct NewOptOut {
     expires: Option<u64>,
 }
 
-/// Re-reads the opt-outs in force and applies them to the proxy at once.
+/// Re-reads the opt-outs in force and applies them to the proxy at once,
+/// in the policy owner's turn (read inside it, so a set read before
+/// another change can never be stored after it).
 async fn apply_optouts(admin: &Arc<Admin>) -> Result<(), Response> {
     let a = admin.clone();
-    let now = veto_audit::now().0 as i64 / 1000;
-    let list = tokio::task::spawn_blocking(move || a.control.list())
+    let read = Box::new(move || {
+        let now = veto_audit::now().0 as i64 / 1000;
+        let list = a.control.list().map_err(|e| e.to_string())?;
+        Ok(list
+            .into_iter()
+            .filter(|o| o.in_force(now))
+            .map(|o| veto_proxy::OwnedOptOut {
+                rule_id: o.rule_id(),
+                kind: o.target.kind().to_string(),
+                value: o.target.value().to_string(),
+                reason: o.reason,
+            })
+            .collect())
+    });
+    admin
+        .shared
+        .change(veto_proxy::owner::Change::OptOuts(read), "admin")
         .await
-        .map_err(internal)?
-        .map_err(internal)?;
-    let owned = list
-        .into_iter()
-        .filter(|o| o.in_force(now))
-        .map(|o| veto_proxy::OwnedOptOut {
-            rule_id: o.rule_id(),
-            kind: o.target.kind().to_string(),
-            value: o.target.value().to_string(),
-            reason: o.reason,
-        })
-        .collect();
-    admin.shared.set_optouts(owned).map_err(internal)
+        .map(|_| ())
+        .map_err(internal)
 }
 
 pub async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {

@@ -24,6 +24,7 @@ pub mod inspect;
 pub mod intercept;
 pub mod metrics;
 pub mod mtls;
+pub mod owner;
 mod phase;
 mod redact;
 mod refused;

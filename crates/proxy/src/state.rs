@@ -10,8 +10,10 @@ use std::sync::Arc;
 use veto_audit::Writer;
 use veto_policy::{Grants, Policy, Timestamp};
 
-/// A compiled policy with its detectors: swapped as one, so a request never
-/// sees the rules of one file with the detectors of another.
+/// A compiled policy with its detectors and the opt-outs compiled into it:
+/// swapped as one, so a request never sees the rules of one file with the
+/// detectors of another, and what is in force is always one text with one
+/// set of opt-outs (changed only through `Shared::change`).
 pub struct Active {
     pub policy: Policy,
     /// The policy text, for recompiling with other opt-outs.
@@ -20,16 +22,24 @@ pub struct Active {
     /// When this policy was loaded (Unix seconds): the start of the idle
     /// period of grants no machine has used yet.
     pub loaded_at: Timestamp,
+    /// The opt-outs in force: those compiled into `policy`.
+    pub optouts: Arc<Vec<OwnedOptOut>>,
 }
 
 impl Active {
-    pub fn new(policy: Policy, source: Arc<str>, loaded_at: Timestamp) -> Result<Active, String> {
+    fn new(
+        policy: Policy,
+        source: Arc<str>,
+        loaded_at: Timestamp,
+        optouts: Vec<OwnedOptOut>,
+    ) -> Result<Active, String> {
         let detectors = Detectors::new(&policy)?;
         Ok(Active {
             policy,
             source,
             detectors,
             loaded_at,
+            optouts: Arc::new(optouts),
         })
     }
 
@@ -53,7 +63,7 @@ impl Active {
         for s in skipped {
             tracing::warn!("opt-out not applied: {s}");
         }
-        Active::new(policy, text.into(), loaded_at)
+        Active::new(policy, text.into(), loaded_at, optouts.to_vec())
     }
 }
 
@@ -255,8 +265,8 @@ pub struct Shared {
     pub own_addr: std::net::SocketAddr,
     pub metrics: crate::metrics::Metrics,
     pub grants: GrantBook,
-    /// The opt-outs in force, applied to every policy loaded.
-    pub optouts: ArcSwap<Vec<OwnedOptOut>>,
+    /// Whose turn it is to change the policy in force (`owner.rs`).
+    pub(crate) owner: tokio::sync::Mutex<()>,
     /// Set when a CA is configured: tunnels may be opened for inspection.
     pub intercept: Option<crate::intercept::Interceptor>,
 }
@@ -283,18 +293,8 @@ impl Shared {
             own_addr,
             metrics: crate::metrics::Metrics::default(),
             grants,
-            optouts: ArcSwap::from_pointee(Vec::new()),
+            owner: tokio::sync::Mutex::new(()),
             intercept,
         })
-    }
-
-    /// Puts a new set of opt-outs in force: the policy is recompiled with
-    /// them and swapped in at once.
-    pub fn set_optouts(&self, optouts: Vec<OwnedOptOut>) -> Result<(), String> {
-        let cur = self.policy.load_full();
-        let active = Active::compile(&cur.source, "policy", &optouts, cur.loaded_at)?;
-        self.optouts.store(Arc::new(optouts));
-        self.policy.store(Arc::new(active));
-        Ok(())
     }
 }

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use veto_proxy::owner::Change;
 use veto_proxy::{Active, OwnedOptOut, Shared};
 
 /// What an agent enforces before its server has ever answered: nothing
@@ -83,14 +84,13 @@ fn compile(cfg: &str) -> Result<(Active, Vec<OwnedOptOut>), String> {
 
 /// What to enforce at start: the last config the server sent, else the
 /// fail-closed policy. Says which.
-pub fn initial(data: &Path) -> Result<(Active, Vec<OwnedOptOut>, String), String> {
+pub fn initial(data: &Path) -> Result<(Active, String), String> {
     match std::fs::read_to_string(cache_path(data)) {
         Ok(cfg) => {
-            let (active, optouts) = compile(&cfg)?;
+            let (active, _) = compile(&cfg)?;
             let hash = active.policy.hash().to_string();
             Ok((
                 active,
-                optouts,
                 format!(
                     "enforcing the last policy its server sent, {hash}, until it hears from it"
                 ),
@@ -100,7 +100,6 @@ pub fn initial(data: &Path) -> Result<(Active, Vec<OwnedOptOut>, String), String
             let active = Active::compile(NO_POLICY, "no policy yet", &[], unix_now())?;
             Ok((
                 active,
-                Vec::new(),
                 "no policy received yet: refusing everything until its server sends one".into(),
             ))
         }
@@ -230,16 +229,13 @@ async fn expiry_loop(shared: Arc<Shared>, data: PathBuf) {
     loop {
         tick.tick().await;
         let path = cache_path(&data);
-        let Ok(Ok(cfg)) = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await
-        else {
-            continue;
-        };
-        let Ok((_, optouts)) = parse(&cfg) else {
-            continue;
-        };
-        if **shared.optouts.load() != optouts
-            && let Err(e) = shared.set_optouts(optouts)
-        {
+        // Read in the owner's turn: a config the stream applies meanwhile
+        // is never overwritten by the one read before it.
+        let read = Box::new(move || {
+            let cfg = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+            parse(&cfg).map(|(_, optouts)| optouts)
+        });
+        if let Err(e) = shared.change(Change::OptOuts(read), "expiry").await {
             tracing::error!(error = %e, "cannot apply opt-outs");
         }
     }
@@ -261,34 +257,35 @@ async fn apply(shared: &Shared, data: &Path, cfg: &str, uses: &Arc<Uses>) {
     if let Ok((text, optouts)) = parse(cfg) {
         let current = shared.policy.load();
         let same_text = text.as_deref().unwrap_or(NO_POLICY) == &*current.source;
-        if same_text && **shared.optouts.load() == optouts {
+        if same_text && *current.optouts == optouts {
             set_credentials(shared, cfg, uses);
             cache(data, cfg).await;
             return;
         }
     }
-    match compile(cfg) {
-        Ok((active, optouts)) => {
-            set_credentials(shared, cfg, uses);
-            cache(data, cfg).await;
-            let old = shared.policy.load().policy.hash().to_string();
-            let new = active.policy.hash().to_string();
-            let _ = shared.grants.loaded(&active.policy, active.loaded_at);
-            shared.optouts.store(Arc::new(optouts));
-            shared.policy.store(Arc::new(active));
-            if old != new {
-                eprintln!("veto: agent: policy {old} -> {new} from the server");
-                let (ms, time) = veto_audit::now();
-                let event = veto_audit::Event {
-                    id: veto_audit::new_id(ms),
-                    time,
-                    event: "policy-reload".into(),
-                    detail: serde_json::json!({"trigger": "server", "old": old, "new": new, "result": "loaded"}),
-                };
-                let _ = shared.writer.event(event, ms).await;
-            }
+    // Compiled first: a config that does not compile is refused, and
+    // nothing of it is used or cached.
+    let (text, optouts) = match compile(cfg) {
+        Ok((active, optouts)) => (active.source.to_string(), optouts),
+        Err(e) => {
+            eprintln!(
+                "veto: agent: the server's config was refused; still enforcing the last one: {e}"
+            );
+            return;
         }
-        // Nothing of a config that does not compile is used or cached.
+    };
+    set_credentials(shared, cfg, uses);
+    cache(data, cfg).await;
+    let change = Change::Config {
+        text,
+        name: "server policy".into(),
+        optouts,
+    };
+    match shared.change(change, "server").await {
+        Ok(a) if a.old != a.new => {
+            eprintln!("veto: agent: policy {} -> {} from the server", a.old, a.new)
+        }
+        Ok(_) => {}
         Err(e) => eprintln!(
             "veto: agent: the server's config was refused; still enforcing the last one: {e}"
         ),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use veto_audit::{Sync, Writer};
+use veto_proxy::owner::Change;
 use veto_proxy::{Active, Config, OwnedOptOut, Shared};
 
 /// The built-in starter policy (examples/starter/veto.yaml): private
@@ -37,6 +38,7 @@ pub struct RunArgs {
 }
 
 /// Where the policy comes from.
+#[derive(Clone)]
 enum Source {
     File(PathBuf),
     Starter,
@@ -52,15 +54,20 @@ fn unix_now() -> i64 {
 }
 
 fn compile(source: &Source, optouts: &[OwnedOptOut]) -> Result<Active, String> {
-    let (text, name) = match source {
+    let (text, name) = read_source(source)?;
+    Active::compile(&text, &name, optouts, unix_now())
+}
+
+/// The policy text of `source`, and its name for messages.
+fn read_source(source: &Source) -> Result<(String, String), String> {
+    Ok(match source {
         Source::File(p) => (
             std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
             p.display().to_string(),
         ),
         Source::Starter => (STARTER.to_string(), "starter".into()),
         Source::Agent => return Err("an agent's policy comes from its server".into()),
-    };
-    Active::compile(&text, &name, optouts, unix_now())
+    })
 }
 
 /// The opt-outs of the control store that are in force now.
@@ -88,14 +95,8 @@ fn expire_optouts(shared: Arc<Shared>, control: Arc<veto_control::Store>) {
         loop {
             tick.tick().await;
             let store = control.clone();
-            let Ok(Ok(now)) = tokio::task::spawn_blocking(move || optouts_in_force(&store)).await
-            else {
-                continue;
-            };
-            if **shared.optouts.load() == now {
-                continue;
-            }
-            if let Err(e) = shared.set_optouts(now) {
+            let read = Box::new(move || optouts_in_force(&store));
+            if let Err(e) = shared.change(Change::OptOuts(read), "expiry").await {
                 tracing::error!(error = %e, "cannot apply opt-outs");
             }
         }
@@ -108,37 +109,17 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 /// Reloads the policy; an invalid file leaves the last valid one in force.
 /// Every attempt that changes something, or fails, is an event in the audit
-/// chain: old hash, new hash, result.
+/// chain (old hash, new hash, result), written by the policy's owner.
 async fn reload(shared: &Shared, source: &Source, why: &str) {
-    let old = shared.policy.load().policy.hash().to_string();
-    let detail = match compile(source, &shared.optouts.load()) {
-        Ok(active) => {
-            let new = active.policy.hash().to_string();
-            if new == old {
-                return;
-            }
-            let _ = shared.grants.loaded(&active.policy, active.loaded_at);
-            shared.policy.store(Arc::new(active));
-            eprintln!("veto: policy reloaded ({why}): {old} -> {new}");
-            serde_json::json!({ "trigger": why, "old": old, "new": new, "result": "loaded" })
-        }
-        Err(errors) => {
-            eprintln!("veto: new policy refused ({why}); still enforcing {old}:\n{errors}");
-            serde_json::json!({
-                "trigger": why, "old": old, "new": null, "result": "refused",
-                "errors": errors.lines().collect::<Vec<_>>(),
-            })
-        }
-    };
-    let (ms, time) = veto_audit::now();
-    let event = veto_audit::Event {
-        id: veto_audit::new_id(ms),
-        time,
-        event: "policy-reload".into(),
-        detail,
-    };
-    if let Err(e) = shared.writer.event(event, ms).await {
-        tracing::error!(error = %e, "cannot record the policy reload");
+    let source = source.clone();
+    let read = Box::new(move || read_source(&source));
+    match shared.change(Change::Text(read), why).await {
+        Ok(a) if a.changed => eprintln!("veto: policy reloaded ({why}): {} -> {}", a.old, a.new),
+        Ok(_) => {}
+        Err(errors) => eprintln!(
+            "veto: new policy refused ({why}); still enforcing {}:\n{errors}",
+            shared.policy.load().policy.hash()
+        ),
     }
 }
 
@@ -298,13 +279,12 @@ async fn start_admin(
 
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let control = Arc::new(veto_control::Store::open(&args.data).map_err(|e| e.to_string())?);
-    let (source, active, optouts, agent_line) = match &args.agent {
+    let (source, active, agent_line) = match &args.agent {
         Some(a) => {
-            let (active, optouts, line) = crate::agent::initial(&args.data)?;
+            let (active, line) = crate::agent::initial(&args.data)?;
             (
                 Source::Agent,
                 active,
-                optouts,
                 format!("agent of {}: {line}", a.server),
             )
         }
@@ -316,7 +296,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             };
             let optouts = optouts_in_force(&control)?;
             let active = compile(&source, &optouts)?;
-            (source, active, optouts, String::new())
+            (source, active, String::new())
         }
     };
     let hash = active.policy.hash().to_string();
@@ -332,7 +312,6 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     config.listen = local;
     let (intercept, tls_line) = interceptor(&args.data, args.upstream_ca.as_deref())?;
     let shared = Shared::new(config, active, writer, local, intercept);
-    shared.optouts.store(Arc::new(optouts));
     if args.agent.is_none() {
         // An agent's opt-outs come from its server, never from local state.
         expire_optouts(shared.clone(), control.clone());
