@@ -217,6 +217,20 @@ fn check(buf: &[u8], max_fields: usize, max_bytes: usize) -> Checked {
     if let Err(refused) = crate::head::framing(&headers) {
         return Some(Err((refused, facts())));
     }
+    // hyper reads the target as an `http::Uri` and answers one it cannot
+    // with a bare 400 of its own: refuse it here, with a reason and a record.
+    if let Some(p) = req.path
+        && p.parse::<http::Uri>().is_err()
+    {
+        let shown: String = p.chars().take(200).collect();
+        return Some(Err((
+            (
+                StatusCode::BAD_REQUEST,
+                format!("the request target `{shown}` is not a valid URI"),
+            ),
+            facts(),
+        )));
+    }
     let mode = if req.method == Some("CONNECT") {
         Mode::Tunnel
     } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
