@@ -205,3 +205,55 @@ async fn h2_host_and_authority_must_agree() {
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["headers"]["host"], up.to_string(), "{seen}");
 }
+
+/// The same ways around a refusal, tried over HTTP/2: a path in another
+/// spelling, an encoded slash, a method override. Each is decided as over
+/// HTTP/1.1, on what is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_paths_and_overrides_are_decided_as_forwarded() {
+    let up = http_upstream(Duration::ZERO);
+    let policy = "version: 1
+defaults: { decision: deny }
+rules:
+  - id: no-admin
+    effect: deny
+    to: { cidrs: [127.0.0.0/8] }
+    paths: [\"/admin/**\"]
+    reason: No admin area.
+  - id: no-deletes
+    effect: deny
+    to: { cidrs: [127.0.0.0/8] }
+    methods: [DELETE]
+    reason: Nothing is deleted through veto.
+  - id: lab
+    effect: allow
+    to: { cidrs: [127.0.0.0/8] }
+";
+    let veto = Veto::start(policy, &[]);
+    let mut send = h2(tokio::net::TcpStream::connect(veto.addr).await.unwrap()).await;
+    for path in ["//admin/users", "/x//../admin", "/.//admin", "/%61dmin"] {
+        let (status, head, body) = get(&mut send, Method::GET, &format!("http://{up}{path}")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(head["veto-rule"], "no-admin", "{path}");
+    }
+    let (status, head, body) = get(&mut send, Method::GET, &format!("http://{up}/a%2Fadmin")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("encoded slash"), "{body}");
+    let id = head["veto-request-id"].to_str().unwrap().to_string();
+
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{up}/items/1"))
+        .header("x-http-method-override", "DELETE")
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.headers()["veto-rule"], "no-deletes");
+
+    let v = &veto;
+    assert!(eventually(|| v
+        .records(&["--rule", "malformed-request"])
+        .iter()
+        .any(|r| r["id"] == id.as_str() && r["status"] == 400)));
+}
