@@ -235,7 +235,7 @@ async fn first_bytes<C: AsyncRead + Unpin>(client: &mut C, wait: std::time::Dura
             return buf;
         }
         buf.extend_from_slice(&chunk[..n]);
-        if sni::parse(&buf) != Hello::Partial || buf.len() >= sni::MAX_HELLO {
+        if settled(&buf) {
             return buf;
         }
     }
@@ -385,6 +385,7 @@ async fn relay<C>(
     let mut to_server: u64;
     let mut status = 200u16;
     let mut protocol = "tcp";
+    let mut http_first = None;
     {
         // Split borrows `upstream` until the first bytes are settled.
         let (mut up_read, mut up_write) = upstream.split();
@@ -407,7 +408,7 @@ async fn relay<C>(
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
                             held.extend_from_slice(&buf[..n]);
-                            if sni::parse(&held) != Hello::Partial || held.len() >= sni::MAX_HELLO { break; }
+                            if settled(&held) { break; }
                             deadline.get_or_insert(tokio::time::Instant::now() + t.shared.config.peek_timeout);
                         }
                     },
@@ -431,7 +432,10 @@ async fn relay<C>(
             let _ = client.shutdown().await;
             return;
         }
-        if let Hello::Tls(sni_name) = hello {
+        let is_http = crate::head::http_start(&first) == crate::head::Start::Yes;
+        if is_http {
+            // Decided request by request below.
+        } else if let Hello::Tls(sni_name) = hello {
             protocol = "tls";
             if let Some(name) = sni_name
                 && !same_host(&name, &t.host)
@@ -443,9 +447,33 @@ async fn relay<C>(
             }
         }
         to_server = first.len() as u64;
-        if !first.is_empty() && up_write.write_all(&first).await.is_err() {
+        if is_http {
+            http_first = Some(first);
+        } else if !first.is_empty() && up_write.write_all(&first).await.is_err() {
             status = 502;
         }
+    }
+    if let Some(first) = http_first {
+        // Plain HTTP: each request inside is decided and forwarded on its
+        // own (`inside.rs`); this connection to the upstream is not used.
+        drop(upstream);
+        let o = crate::intercept::Opened {
+            shared: t.shared.clone(),
+            host: t.host.clone(),
+            port: t.port,
+            ips: t.ips.clone(),
+            machine: t.machine.clone(),
+        };
+        let (sent, received) = crate::inside::serve(o, client, first).await;
+        phase::complete_as(
+            &t.shared,
+            &ctx,
+            "http",
+            Some(200),
+            sent,
+            received + from_server,
+        );
+        return;
     }
     if status == 200 && client.socket().is_some() {
         t.shared.metrics.tunnel_opened();
@@ -535,6 +563,24 @@ fn unfinished(hello: &Hello, first: &[u8], shared: &Shared) -> Option<String> {
             "the tunnel's first bytes begin a TLS handshake, but no whole ClientHello came within {}s",
             shared.config.peek_timeout.as_secs()
         )),
+        // A method and a space, then silence: an HTTP request held back
+        // to pass as `tcp`. (A bare word alone, `x` or `PING`, waiting for
+        // its answer, is some other protocol's and passes.)
+        _ if crate::head::http_start(first) == crate::head::Start::Maybe
+            && first.contains(&b' ') =>
+        {
+            Some(format!(
+                "the tunnel's first bytes begin an HTTP request, but no whole request line came within {}s",
+                shared.config.peek_timeout.as_secs()
+            ))
+        }
         _ => None,
     }
+}
+
+/// Whether a tunnel's first bytes say what it carries: a whole ClientHello,
+/// a whole HTTP request line, or neither (bounded, like a hello).
+fn settled(first: &[u8]) -> bool {
+    let tls_partial = sni::parse(first) == Hello::Partial && first.len() < sni::MAX_HELLO;
+    !tls_partial && crate::head::http_start(first) != crate::head::Start::Maybe
 }

@@ -194,6 +194,63 @@ pub fn method_override(headers: &HeaderMap, target: &str) -> Result<Option<Strin
     Ok(found)
 }
 
+/// Whether a tunnel's first bytes begin an HTTP/1 request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// They do not (TLS, another protocol, nothing yet).
+    No,
+    /// What came so far could still be the start of a request line.
+    Maybe,
+    /// A method, a target and `HTTP/1.`: a request.
+    Yes,
+}
+
+/// Classifies a tunnel's first bytes as the start of an HTTP/1 request
+/// line, so plain HTTP sent through a CONNECT can be decided request by
+/// request instead of passing as opaque `tcp`. A request line trickled in
+/// a byte at a time stays `Maybe` until it is whole (the caller bounds
+/// that wait, as it does a ClientHello's).
+pub fn http_start(b: &[u8]) -> Start {
+    const MAX_METHOD: usize = 32;
+    const MAX_LINE: usize = 8192;
+    const VERSION: &[u8] = b"HTTP/1.";
+    let tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    let method = b.iter().take_while(|c| tchar(**c)).count();
+    if b.is_empty() || method > MAX_METHOD {
+        return Start::No;
+    }
+    if method == b.len() {
+        return Start::Maybe;
+    }
+    if method == 0 || b[method] != b' ' {
+        return Start::No;
+    }
+    let rest = &b[method + 1..];
+    let target = rest
+        .iter()
+        .take_while(|c| **c > b' ' && **c != 0x7f)
+        .count();
+    if target == rest.len() {
+        return if b.len() < MAX_LINE {
+            Start::Maybe
+        } else {
+            Start::No
+        };
+    }
+    if target == 0 || rest[target] != b' ' {
+        return Start::No;
+    }
+    let version = &rest[target + 1..];
+    let n = version.len().min(VERSION.len());
+    if version[..n] != VERSION[..n] {
+        Start::No
+    } else if n < VERSION.len() {
+        Start::Maybe
+    } else {
+        Start::Yes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +289,26 @@ mod tests {
         assert!(framing(&h).is_ok());
         h.insert("transfer-encoding", "chunked, gzip".parse().unwrap());
         assert_eq!(framing(&h).unwrap_err().0, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn http_starts() {
+        use Start::*;
+        for (b, want) in [
+            (&b"GET / HTTP/1.1\r\n"[..], Yes),
+            (b"POST http://x/ HTTP/1.0", Yes),
+            (b"G", Maybe),
+            (b"GET", Maybe),
+            (b"GET /a", Maybe),
+            (b"GET /a HT", Maybe),
+            (b"GET /a HTTP/2", No),
+            (b"GET  /", No),
+            (b"\x16\x03\x01", No),
+            (b"SSH-2.0-x\r\n", No),
+            (b"hello world\n", No),
+            (b"", No),
+        ] {
+            assert_eq!(http_start(b), want, "{:?}", String::from_utf8_lossy(b));
+        }
     }
 }

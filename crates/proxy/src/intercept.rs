@@ -170,7 +170,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send + 'static> Accepted<C> {
         });
         let svc = hyper::service::service_fn(move |req| {
             let tunnel = tunnel.clone();
-            async move { Ok::<_, std::convert::Infallible>(inner(&tunnel, req).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(inner(&tunnel.opened, Some(&tunnel), req).await)
+            }
         });
         let cfg = &shared.config;
         // HTTP/2 by ALPN; otherwise HTTP/1.1 behind the same head guard as
@@ -208,8 +210,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send + 'static> Accepted<C> {
 }
 
 /// One request inside an opened tunnel: its own id, record and answer.
-async fn inner(up: &Upstream, req: Request<Incoming>) -> Response<Body> {
-    let o = &up.opened;
+/// `up`: the tunnel's TLS upstream; `None`, plain HTTP sent through a
+/// CONNECT (see `inside.rs`), forwarded by the pool to the checked address.
+pub(crate) async fn inner(
+    o: &Opened,
+    up: Option<&Upstream>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (protocol, label, via) = match up {
+        Some(up) => (Protocol::Https, "https", Via::Tunnel(up)),
+        None => (Protocol::Http, "http", Via::Pool),
+    };
     let mut ctx = Ctx::new();
     ctx.machine.clone_from(&o.machine);
     // The tunnel's identity was checked when it opened; revocation, expiry
@@ -223,25 +234,25 @@ async fn inner(up: &Upstream, req: Request<Incoming>) -> Response<Body> {
                 .err()
         })
         .flatten();
-    let facts = crate::head::Facts::of(&req, "https");
+    let facts = crate::head::Facts::of(&req, label);
     let result = match crate::http::precheck(&o.shared, &req) {
         Some(refusal) => Err(refusal),
         None if revoked.is_some() => Err(answer::bad_credentials(
             revoked.as_deref().unwrap_or_default(),
         )),
         None => match other_host(&o.host, &req) {
-            Some(named) => refuse_other_host(o, &ctx, &req, &named).await,
+            Some(named) => refuse_other_host(o, &ctx, &req, &named, label).await,
             None => {
                 let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
                 let target = target.to_string();
                 let t = Target {
-                    protocol: Protocol::Https,
+                    protocol,
                     host: &o.host,
                     port: o.port,
                     target: &target,
                     ips: Some(&o.ips),
                 };
-                crate::http::exchange(&o.shared, &mut ctx, &t, req, Via::Tunnel(up)).await
+                crate::http::exchange(&o.shared, &mut ctx, &t, req, via).await
             }
         },
     };
@@ -268,6 +279,7 @@ async fn refuse_other_host(
     ctx: &Ctx,
     req: &Request<Incoming>,
     named: &str,
+    protocol: &'static str,
 ) -> Result<Response<Body>, Response<Body>> {
     let verdict = Verdict::refuse(
         "sni-mismatch",
@@ -278,7 +290,7 @@ async fn refuse_other_host(
     );
     let path = req.uri().path();
     let seen = Seen {
-        protocol: "https",
+        protocol,
         host: o.host.as_ref(),
         port: o.port,
         method: Some(req.method().as_str()),
@@ -461,14 +473,14 @@ impl Upstream {
 
 /// The client's stream with the bytes veto already read (the ClientHello
 /// it classified) replayed first.
-struct Replay<C> {
+pub(crate) struct Replay<C> {
     first: Vec<u8>,
     at: usize,
     inner: C,
 }
 
 impl<C> Replay<C> {
-    fn new(first: Vec<u8>, inner: C) -> Replay<C> {
+    pub(crate) fn new(first: Vec<u8>, inner: C) -> Replay<C> {
         Replay {
             first,
             at: 0,

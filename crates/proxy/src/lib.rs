@@ -20,6 +20,7 @@ mod guard;
 mod head;
 mod http;
 mod idle;
+mod inside;
 pub mod inspect;
 pub mod intercept;
 pub mod metrics;
