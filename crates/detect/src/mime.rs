@@ -19,17 +19,27 @@ pub struct BodyType<'a> {
     pub(crate) wide: Option<Wide>,
     /// Bytes of a byte order mark to skip.
     pub(crate) bom: usize,
+    /// The headers name two different types: which one a server reads is
+    /// anyone's guess, so the scan reports the body unreadable.
+    pub(crate) conflict: bool,
 }
 
 impl<'a> BodyType<'a> {
     /// From the request's first `Content-Type` header and the body's first
     /// bytes (see [`BodyKind::of`] for the sniffing).
+    /// Two `Content-Type` headers that differ make the type ambiguous (the
+    /// first is used, and the scan reports the body unreadable).
     pub fn of(headers: &[(&'a [u8], &'a [u8])], body: &[u8]) -> BodyType<'a> {
-        let ct = headers
+        let mut types = headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
             .map(|(_, v)| *v);
-        BodyType::from_content_type(ct, body)
+        let ct = types.next();
+        let conflict = ct.is_some_and(|first| types.any(|v| v.trim_ascii() != first.trim_ascii()));
+        BodyType {
+            conflict,
+            ..BodyType::from_content_type(ct, body)
+        }
     }
 
     /// From a `Content-Type` value (or none) and the body's first bytes.
@@ -45,6 +55,7 @@ impl<'a> BodyType<'a> {
                 multipart: Some(boundary),
                 wide: None,
                 bom: 0,
+                conflict: false,
             };
         }
         let declared = ct.map_or(BodyKind::Other, BodyKind::from_content_type);
@@ -75,6 +86,7 @@ impl<'a> BodyType<'a> {
             multipart: None,
             wide,
             bom,
+            conflict: false,
         }
     }
 
@@ -328,15 +340,32 @@ impl Iterator for Parts<'_> {
     }
 }
 
-/// The value of the first field `name` in a part's header block.
-pub(crate) fn field<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    head.split(|&b| b == b'\n').find_map(|line| {
+/// The values of the fields `name` in a part's header block.
+fn fields<'a>(head: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    head.split(|&b| b == b'\n').filter_map(move |line| {
         let colon = memchr::memchr(b':', line)?;
         line[..colon]
             .trim_ascii()
             .eq_ignore_ascii_case(name)
             .then(|| line[colon + 1..].trim_ascii())
     })
+}
+
+/// The value of the first field `name` in a part's header block.
+pub(crate) fn field<'a>(head: &'a [u8], name: &'a [u8]) -> Option<&'a [u8]> {
+    fields(head, name).next()
+}
+
+/// Whether a part names `Content-Type` or `Content-Transfer-Encoding`
+/// twice, differently: which one a server reads is anyone's guess.
+pub(crate) fn conflicting(head: &[u8]) -> bool {
+    [&b"content-type"[..], b"content-transfer-encoding"]
+        .into_iter()
+        .any(|name| {
+            let mut all = fields(head, name);
+            all.next()
+                .is_some_and(|first| all.any(|v| !v.eq_ignore_ascii_case(first)))
+        })
 }
 
 /// A part's `Content-Transfer-Encoding`.
@@ -386,6 +415,18 @@ mod tests {
             param(b"a/b; boundary=x; boundary=y", b"boundary"),
             Param::Ambiguous
         );
+    }
+
+    #[test]
+    fn two_types_conflict() {
+        let h: &[(&[u8], &[u8])] = &[
+            (b"Content-Type", b"text/plain"),
+            (b"content-type", b"multipart/form-data; boundary=b"),
+        ];
+        let ty = BodyType::of(h, b"");
+        assert!(ty.conflict && ty.kind == BodyKind::Other && ty.multipart.is_none());
+        let h: &[(&[u8], &[u8])] = &[(b"Content-Type", b"a/b"), (b"content-type", b" a/b")];
+        assert!(!BodyType::of(h, b"").conflict);
     }
 
     #[test]
@@ -475,5 +516,9 @@ mod tests {
             field(b"Content-Type: text/plain\r\nX: 1\r\n", b"content-type"),
             Some(&b"text/plain"[..])
         );
+        assert!(!conflicting(b"Content-Type: a/b\r\ncontent-type: A/B\r\n"));
+        assert!(conflicting(
+            b"Content-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64\r\n"
+        ));
     }
 }

@@ -9,7 +9,7 @@ use crate::decode::{
 };
 use crate::detector::map_back;
 use crate::findings::sort_dedup_tail;
-use crate::mime::{Parts, Transfer, field};
+use crate::mime::{Parts, Transfer, conflicting, field};
 use crate::{BodyType, Detector, Finding, Findings, Opaque, Part};
 
 /// The parts of an HTTP request that are scanned.
@@ -171,6 +171,10 @@ impl Detector {
     /// by [`Findings::unreadable`].
     pub fn scan_typed_body(&self, body: &[u8], ty: BodyType<'_>, out: &mut Findings) {
         let base = out.items.len();
+        if ty.conflict {
+            out.unreadable
+                .get_or_insert("the request names two different Content-Types");
+        }
         self.scan_layer(body, ty, false, 0, out);
         sort_dedup_tail(&mut out.items, base);
     }
@@ -200,6 +204,7 @@ impl Detector {
             let text = BodyType {
                 wide: None,
                 bom: 0,
+                conflict: false,
                 ..ty
             };
             let mid = out.items.len();
@@ -282,6 +287,11 @@ impl Detector {
                     percent_decode(r, a, b, usize::MAX, o, m)
                 };
                 self.scan_pieces(Part::Body, bytes, [(hs, he)].into_iter(), decode, out);
+            }
+            if conflicting(head) {
+                out.unreadable.get_or_insert(
+                    "a multipart part names two different Content-Types or transfer encodings",
+                );
             }
             let ct = field(head, b"content-type");
             let mid = out.items.len();
