@@ -151,11 +151,7 @@ fn parse(text: &str) -> Vec<Case> {
 /// The WRAP column of the case at `line`.
 fn case_wrap(text: &str, line: usize) -> String {
     let raw = text.lines().nth(line - 1).unwrap_or_default();
-    raw.splitn(4, " | ")
-        .nth(2)
-        .unwrap_or("-")
-        .trim()
-        .to_string()
+    raw.split(" | ").nth(2).unwrap_or("-").trim().to_string()
 }
 
 #[test]
