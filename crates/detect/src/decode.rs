@@ -4,8 +4,9 @@
 
 /// Maps positions in a decoded buffer back to the raw bytes.
 ///
-/// Memory is proportional to the number of escape sequences, not bytes: runs
-/// copied verbatim are one segment each.
+/// Memory is proportional to the number of escape sequences (and, for wide
+/// or base64 text, of runs), not bytes: runs copied verbatim are one
+/// segment each.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PosMap {
     segs: Vec<Seg>,
@@ -17,9 +18,12 @@ struct Seg {
     dec: usize,
     /// Raw offset where the segment starts.
     raw: usize,
-    /// Verbatim segments map byte for byte; an escape segment maps every
-    /// decoded byte to the whole escape (up to the next segment's `raw`).
-    verbatim: bool,
+    /// Every `du` decoded bytes came from `ru` raw bytes: 1:1 for bytes
+    /// copied verbatim, 1:2 for ASCII in UTF-16, 3:4 for base64. `du == 0`
+    /// is an escape: every decoded byte maps to the whole escape (up to the
+    /// next segment's `raw`).
+    du: u8,
+    ru: u8,
 }
 
 impl PosMap {
@@ -29,18 +33,23 @@ impl PosMap {
 
     /// Records that raw bytes starting at `raw` were copied to `dec` onwards.
     fn copy(&mut self, dec: usize, raw: usize) {
-        let continues = self
-            .segs
-            .last()
-            .is_some_and(|last| last.verbatim && last.raw + (dec - last.dec) == raw);
+        self.group(dec, raw, 1, 1);
+    }
+
+    /// Records that from `dec` on, every `du` decoded bytes come from the
+    /// next `ru` raw bytes, starting at `raw`.
+    fn group(&mut self, dec: usize, raw: usize, du: u8, ru: u8) {
+        let continues = self.segs.last().is_some_and(|last| {
+            let n = dec - last.dec;
+            last.du == du
+                && last.ru == ru
+                && n % usize::from(du) == 0
+                && last.raw + n / usize::from(du) * usize::from(ru) == raw
+        });
         if continues {
             return;
         }
-        self.segs.push(Seg {
-            dec,
-            raw,
-            verbatim: true,
-        });
+        self.segs.push(Seg { dec, raw, du, ru });
     }
 
     /// Records that the escape starting at `raw` produced bytes from `dec`.
@@ -50,17 +59,14 @@ impl PosMap {
         self.segs.push(Seg {
             dec,
             raw,
-            verbatim: false,
+            du: 0,
+            ru: 0,
         });
     }
 
     /// Closes the map: the decoded buffer ends at `dec`, the raw input at `raw`.
     pub(crate) fn finish(&mut self, dec: usize, raw: usize) {
-        self.segs.push(Seg {
-            dec,
-            raw,
-            verbatim: false,
-        });
+        self.escape(dec, raw);
     }
 
     fn seg_of(&self, d: usize) -> usize {
@@ -69,7 +75,8 @@ impl PosMap {
     }
 
     /// The raw range that produced decoded bytes `ds..de`, widened to whole
-    /// escape sequences. Returns `None` for an empty or out-of-range span.
+    /// escape sequences (and whole code units or base64 quads). Returns
+    /// `None` for an empty or out-of-range span.
     pub(crate) fn to_raw(&self, ds: usize, de: usize) -> Option<(usize, usize)> {
         let end = self.segs.last()?;
         if ds >= de || de > end.dec {
@@ -77,19 +84,25 @@ impl PosMap {
         }
         let i = self.seg_of(ds);
         let s = self.segs.get(i)?;
-        let rs = if s.verbatim {
-            s.raw + (ds - s.dec)
-        } else {
+        let s_next = self.segs.get(i + 1).map_or(end.raw, |n| n.raw);
+        let rs = if s.du == 0 {
             s.raw
+        } else {
+            let at = s.raw + (ds - s.dec) / usize::from(s.du) * usize::from(s.ru);
+            // A base64 quad split across lines maps approximately; never
+            // past the segment.
+            at.min(s_next.saturating_sub(1)).max(s.raw)
         };
         let j = self.seg_of(de - 1);
         let e = self.segs.get(j)?;
-        let re = if e.verbatim {
-            e.raw + (de - e.dec)
+        let e_next = self.segs.get(j + 1).map_or(end.raw, |n| n.raw);
+        let re = if e.du == 0 {
+            e_next
         } else {
-            self.segs.get(j + 1).map_or(end.raw, |n| n.raw)
+            let units = (de - 1 - e.dec) / usize::from(e.du) + 1;
+            (e.raw + units * usize::from(e.ru)).min(e_next)
         };
-        Some((rs, re))
+        Some((rs, re.max(rs + 1).min(end.raw.max(rs + 1))))
     }
 }
 
@@ -210,6 +223,160 @@ fn hex4(raw: &[u8], at: usize, end: usize) -> Option<u16> {
         v = v << 4 | u16::from(hex_val(b)?);
     }
     Some(v)
+}
+
+/// A wide Unicode encoding (RFC 8259 section 8.1 asks for UTF-8, but
+/// RFC 4627 parsers and many servers accept these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wide {
+    Utf16Le,
+    Utf16Be,
+    Utf32Le,
+    Utf32Be,
+}
+
+impl Wide {
+    pub(crate) fn unit(self) -> usize {
+        match self {
+            Wide::Utf16Le | Wide::Utf16Be => 2,
+            Wide::Utf32Le | Wide::Utf32Be => 4,
+        }
+    }
+
+    /// The code unit at `i` (the caller checks `i + unit <= len`).
+    #[inline]
+    pub(crate) fn at(self, raw: &[u8], i: usize) -> u32 {
+        match self {
+            Wide::Utf16Le => u32::from(u16::from_le_bytes([raw[i], raw[i + 1]])),
+            Wide::Utf16Be => u32::from(u16::from_be_bytes([raw[i], raw[i + 1]])),
+            Wide::Utf32Le => u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]),
+            Wide::Utf32Be => u32::from_be_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]),
+        }
+    }
+}
+
+/// Transcodes UTF-16 or UTF-32 text, `raw[start..]`, to UTF-8, appending
+/// to `out` and `map`. A lone surrogate or a value past U+10FFFF becomes
+/// U+FFFD; a trailing partial code unit is dropped. ASCII runs map as one
+/// segment each.
+pub(crate) fn transcode(raw: &[u8], start: usize, wide: Wide, out: &mut Vec<u8>, map: &mut PosMap) {
+    let unit = wide.unit();
+    let mut i = start;
+    while i + unit <= raw.len() {
+        let mut cp = wide.at(raw, i);
+        let mut len = unit;
+        if cp < 0x80 {
+            map.group(out.len(), i, 1, unit as u8);
+            out.push(cp as u8);
+            i += unit;
+            continue;
+        }
+        if unit == 2 && (0xD800..0xDC00).contains(&cp) && i + 4 <= raw.len() {
+            let lo = wide.at(raw, i + 2);
+            if (0xDC00..0xE000).contains(&lo) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                len = 4;
+            }
+        }
+        let ch = char::from_u32(cp).unwrap_or('\u{FFFD}');
+        let mut buf = [0u8; 4];
+        map.escape(out.len(), i);
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        i += len;
+    }
+}
+
+fn b64_val(b: u8) -> Option<u32> {
+    match b {
+        b'A'..=b'Z' => Some(u32::from(b - b'A')),
+        b'a'..=b'z' => Some(u32::from(b - b'a') + 26),
+        b'0'..=b'9' => Some(u32::from(b - b'0') + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    }
+}
+
+/// Decodes base64 (standard or URL-safe alphabet) in `raw[start..end]`,
+/// appending to `out` and `map`. Like lenient MIME decoders it skips every
+/// byte outside the alphabet (line breaks, padding, stray characters), so
+/// nothing a server would decode is missed. Each run between skipped bytes
+/// maps quad by quad (approximately where a quad spans a line break).
+pub(crate) fn base64_decode(
+    raw: &[u8],
+    start: usize,
+    end: usize,
+    out: &mut Vec<u8>,
+    map: &mut PosMap,
+) {
+    let mut acc: u32 = 0;
+    let mut n = 0;
+    for (i, &b) in raw.iter().enumerate().take(end).skip(start) {
+        let Some(v) = b64_val(b) else { continue };
+        if n == 0 {
+            map.group(out.len(), i, 3, 4);
+        }
+        acc = acc << 6 | v;
+        n += 1;
+        if n == 4 {
+            out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]);
+            acc = 0;
+            n = 0;
+        }
+    }
+    match n {
+        2 => out.push((acc >> 4) as u8),
+        3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+        _ => {}
+    }
+}
+
+/// Decodes quoted-printable text (RFC 2045) in `raw[start..end]`,
+/// appending to `out` and `map`: `=XX` (either case) is a byte, `=` before
+/// a line break (after optional blanks) is a soft line break and produces
+/// nothing; any other `=` is kept, as lenient decoders do.
+pub(crate) fn qp_decode(raw: &[u8], start: usize, end: usize, out: &mut Vec<u8>, map: &mut PosMap) {
+    let mut i = start;
+    while i < end {
+        let Some(rel) = memchr::memchr(b'=', &raw[i..end]) else {
+            map.copy(out.len(), i);
+            out.extend_from_slice(&raw[i..end]);
+            break;
+        };
+        if rel > 0 {
+            map.copy(out.len(), i);
+            out.extend_from_slice(&raw[i..i + rel]);
+            i += rel;
+        }
+        // raw[i] is `=`.
+        let hex = |k: usize| raw.get(k).filter(|_| k < end).copied().and_then(hex_val);
+        if let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) {
+            map.escape(out.len(), i);
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
+        }
+        let blanks = raw[i + 1..end]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let after = i + 1 + blanks;
+        let brk = match raw.get(after..end) {
+            Some([b'\r', b'\n', ..]) => Some(2),
+            Some([b'\n', ..]) => Some(1),
+            Some([]) => Some(0),
+            _ => None,
+        };
+        if let Some(len) = brk {
+            // A soft line break: nothing decoded; the next copy starts a new
+            // segment past it.
+            i = after + len;
+            continue;
+        }
+        map.copy(out.len(), i);
+        out.push(b'=');
+        i += 1;
+    }
 }
 
 /// A JSON string literal: `content` is the range between the quotes.
@@ -395,6 +562,43 @@ mod tests {
         percent_decode(raw, 0, raw.len(), usize::MAX, &mut out, &mut map);
         map.finish(out.len(), raw.len());
         assert_eq!(out, b"/aAb?x=1+2%zz%4");
+    }
+
+    fn decoded(raw: &[u8], f: impl Fn(&[u8], &mut Vec<u8>, &mut PosMap)) -> (Vec<u8>, PosMap) {
+        let mut out = Vec::new();
+        let mut map = PosMap::default();
+        f(raw, &mut out, &mut map);
+        map.finish(out.len(), raw.len());
+        (out, map)
+    }
+
+    #[test]
+    fn wide_text_transcodes_and_maps_back() {
+        // "é@x" in UTF-16LE after a BOM, then a surrogate pair.
+        let raw = b"\xff\xfe\xe9\x00@\x00x\x00\x3d\xd8\x00\xde";
+        let (out, map) = decoded(raw, |r, o, m| transcode(r, 2, Wide::Utf16Le, o, m));
+        assert_eq!(out, "é@x\u{1F600}".as_bytes());
+        assert_eq!(map.to_raw(0, 2), Some((2, 4)));
+        assert_eq!(map.to_raw(2, 4), Some((4, 8)));
+        assert_eq!(map.to_raw(4, 8), Some((8, 12)));
+        let raw = b"\0\0\0a\0\0\0b\0\0\0";
+        let (out, map) = decoded(raw, |r, o, m| transcode(r, 0, Wide::Utf32Be, o, m));
+        assert_eq!(out, b"ab");
+        assert_eq!(map.to_raw(1, 2), Some((4, 8)));
+    }
+
+    #[test]
+    fn base64_and_quoted_printable() {
+        let raw = b"YWJj\r\nZGVm\r\nZw==";
+        let (out, map) = decoded(raw, |r, o, m| base64_decode(r, 0, r.len(), o, m));
+        assert_eq!(out, b"abcdefg");
+        assert_eq!(map.to_raw(3, 6), Some((6, 10)));
+        assert_eq!(map.to_raw(6, 7), Some((12, 16)));
+        let raw = b"a=40b=\r\nc= d=3d=\n";
+        let (out, map) = decoded(raw, |r, o, m| qp_decode(r, 0, r.len(), o, m));
+        assert_eq!(out, b"a@bc= d=");
+        assert_eq!(map.to_raw(1, 2), Some((1, 4)));
+        assert_eq!(map.to_raw(2, 4), Some((4, 9)));
     }
 
     #[test]

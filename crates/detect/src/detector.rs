@@ -103,7 +103,7 @@ impl Detector {
 
     /// Scans `hs`, a slice that starts at `offset` of its part.
     pub(crate) fn scan_raw(&self, hs: &[u8], offset: usize, part: Part, out: &mut Findings) {
-        let Findings { items, scratch } = out;
+        let Findings { items, scratch, .. } = out;
         let base = items.len();
         self.scan_into(hs, part, false, items, &mut scratch.custom);
         if offset != 0 {
@@ -124,7 +124,9 @@ impl Detector {
                     decoded,
                     map,
                     custom,
+                    ..
                 },
+            ..
         } = out;
         let base = items.len();
         self.scan_into(decoded, part, true, items, custom);
@@ -151,7 +153,7 @@ impl Detector {
     }
 }
 
-fn map_back(items: &mut Vec<crate::Finding>, base: usize, map: &PosMap) {
+pub(crate) fn map_back(items: &mut Vec<crate::Finding>, base: usize, map: &PosMap) {
     let mut w = base;
     for r in base..items.len() {
         let mut f = items[r];

@@ -28,9 +28,53 @@ pub struct Finding {
     pub end: usize,
     pub part: Part,
     /// True when the match was made in a decoded form of the part (percent-
-    /// or form-decoded URL or body, JSON string escapes) and not in its raw
+    /// or form-decoded URL, header value or body, JSON string escapes,
+    /// UTF-16 text, a base64 or quoted-printable part) and not in its raw
     /// bytes.
     pub decoded: bool,
+    /// Set when the value lies under an encoding that redaction cannot
+    /// rewrite in place (its raw range is then still the bytes that encode
+    /// it, but writing a label there would corrupt the body or leave the
+    /// value readable). The redact functions leave such findings alone;
+    /// [`crate::redact_typed_body`] refuses them. A caller that must redact
+    /// one has to refuse the request instead.
+    pub opaque: Option<Opaque>,
+}
+
+/// An encoding that redaction cannot rewrite in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Opaque {
+    /// UTF-16 text (the label would have to be re-encoded, and every raw
+    /// finding in it is in code units' bytes).
+    Utf16,
+    /// UTF-32 text.
+    Utf32,
+    /// A base64-encoded multipart part.
+    Base64,
+    /// A quoted-printable multipart part that holds JSON, a form or
+    /// another encoding (plain text in one is rewritten in place).
+    QuotedPrintable,
+    /// A match that runs across the edge of a multipart part.
+    AcrossParts,
+}
+
+impl Opaque {
+    /// What the value is inside, for a person: "UTF-16 text".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Opaque::Utf16 => "UTF-16 text",
+            Opaque::Utf32 => "UTF-32 text",
+            Opaque::Base64 => "a base64-encoded multipart part",
+            Opaque::QuotedPrintable => "a quoted-printable multipart part holding structured data",
+            Opaque::AcrossParts => "text running across multipart parts",
+        }
+    }
+}
+
+impl std::fmt::Display for Opaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
 }
 
 impl Finding {
@@ -45,6 +89,24 @@ pub(crate) struct Scratch {
     pub(crate) decoded: Vec<u8>,
     pub(crate) map: PosMap,
     pub(crate) custom: CustomScratch,
+    /// Buffers for nested decodings (a base64 part, UTF-16 text), each
+    /// decoded before what is inside it is decoded in turn.
+    pub(crate) layers: Vec<(Vec<u8>, PosMap)>,
+}
+
+impl Scratch {
+    /// An empty buffer and map for one nested decoding; give them back with
+    /// [`Scratch::give`].
+    pub(crate) fn take(&mut self) -> (Vec<u8>, PosMap) {
+        let (mut buf, mut map) = self.layers.pop().unwrap_or_default();
+        buf.clear();
+        map.clear();
+        (buf, map)
+    }
+
+    pub(crate) fn give(&mut self, layer: (Vec<u8>, PosMap)) {
+        self.layers.push(layer);
+    }
 }
 
 impl Clone for Scratch {
@@ -61,6 +123,7 @@ impl Clone for Scratch {
 pub struct Findings {
     pub(crate) items: Vec<Finding>,
     pub(crate) scratch: Scratch,
+    pub(crate) unreadable: Option<&'static str>,
 }
 
 impl Findings {
@@ -71,6 +134,20 @@ impl Findings {
     /// Forgets the findings, keeping the allocated memory.
     pub fn clear(&mut self) {
         self.items.clear();
+        self.unreadable = None;
+    }
+
+    /// Why part of what was scanned could not be read (a multipart part in
+    /// a transfer encoding veto does not decode, say), if it could not.
+    /// Policy-v1 never assumes what it cannot read is harmless: a caller
+    /// treats such a request as holding every class.
+    pub fn unreadable(&self) -> Option<&'static str> {
+        self.unreadable
+    }
+
+    /// The first finding that cannot be redacted in place, if any.
+    pub fn first_opaque(&self) -> Option<&Finding> {
+        self.items.iter().find(|f| f.opaque.is_some())
     }
 
     pub fn len(&self) -> usize {
@@ -148,6 +225,7 @@ pub(crate) fn sort_dedup_tail(items: &mut Vec<Finding>, base: usize) {
         if dup || fold {
             items[w].end = cur.end.max(next.end);
             items[w].decoded = cur.decoded && next.decoded;
+            items[w].opaque = cur.opaque.or(next.opaque);
         } else {
             w += 1;
             items[w] = next;

@@ -73,6 +73,17 @@
 //!   looks like JSON is decoded as JSON even without a JSON content type).
 //!   Findings from decoded views are reported in raw coordinates and folded
 //!   with raw findings of the same occurrence so counts are not doubled.
+//! - Decoding (see [`Detector::scan_typed_body`], [`BodyType`]): UTF-16 and
+//!   UTF-32 text (a BOM, a `charset`, or RFC 4627's NUL pattern for JSON)
+//!   is transcoded; a UTF-8 BOM is skipped before the JSON sniff; a body of
+//!   any other type holding `%` or `+` is form-decoded too; multipart parts
+//!   are read by their own headers after undoing base64 or quoted-printable;
+//!   header values holding `%` are percent-decoded (`+` too in `Cookie`).
+//!   What lies under UTF-16/32 or base64 (or structured data under
+//!   quoted-printable) is [`Finding::opaque`]: no label can be written over
+//!   it, so [`redact_typed_body`] refuses. A transfer encoding not decoded,
+//!   a multipart body without one boundary, or parts nested more than four
+//!   deep make [`Findings::unreadable`] say so.
 
 mod builtin;
 mod class;
@@ -82,12 +93,14 @@ mod detector;
 mod digits;
 mod findings;
 mod jwt;
+mod mime;
 mod redact;
 mod request;
 mod scan;
 
 pub use class::{ClassId, CustomClass, CustomPattern, DetectError};
 pub use detector::Detector;
-pub use findings::{Finding, Findings, Part};
-pub use redact::{redact, redact_body, redact_form, redact_json, redact_url};
+pub use findings::{Finding, Findings, Opaque, Part};
+pub use mime::BodyType;
+pub use redact::{redact, redact_body, redact_form, redact_json, redact_typed_body, redact_url};
 pub use request::{BodyKind, RequestParts};

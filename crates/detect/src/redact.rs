@@ -18,7 +18,9 @@
 //!   and the label is percent-encoded, so it decodes to `[REDACTED:<class>]`.
 
 use crate::decode::{StrLit, StrLits, hex_val};
-use crate::{BodyKind, ClassId, Detector, Finding};
+use crate::mime::{Parts, Transfer, field};
+use crate::request::MAX_NESTING;
+use crate::{BodyKind, BodyType, ClassId, Detector, Finding, Opaque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Syntax {
@@ -78,6 +80,121 @@ pub fn redact_body<'a>(
     redact_with(syntax, input, findings, detector)
 }
 
+/// Redacts a body the way [`Detector::scan_typed_body`] decoded it: JSON,
+/// form and other bodies as [`redact_body`] does, each multipart part by
+/// its own type (a quoted-printable part of plain text too), the rest of a
+/// multipart body as sent. Fails, changing nothing, when a finding cannot
+/// be rewritten in place ([`Finding::opaque`]: UTF-16 text, a base64
+/// part…): the caller must then not send the body at all.
+pub fn redact_typed_body<'a>(
+    ty: BodyType<'_>,
+    input: &[u8],
+    findings: impl IntoIterator<Item = &'a Finding>,
+    detector: &Detector,
+) -> Result<Vec<u8>, Opaque> {
+    let found: Vec<Finding> = findings
+        .into_iter()
+        .filter(|f| f.start < f.end.min(input.len()))
+        .copied()
+        .collect();
+    if let Some(why) = found.iter().find_map(|f| f.opaque) {
+        return Err(why);
+    }
+    redact_layer(ty, input, found, detector, 0)
+}
+
+fn redact_layer(
+    ty: BodyType<'_>,
+    input: &[u8],
+    found: Vec<Finding>,
+    detector: &Detector,
+    depth: u8,
+) -> Result<Vec<u8>, Opaque> {
+    if found.is_empty() {
+        return Ok(input.to_vec());
+    }
+    if let Some(w) = ty.wide {
+        return Err(if w.unit() == 2 {
+            Opaque::Utf16
+        } else {
+            Opaque::Utf32
+        });
+    }
+    match ty.multipart {
+        Some(boundary) if !boundary.is_empty() && depth < MAX_NESTING => {
+            redact_multipart(input, boundary, found, detector, depth)
+        }
+        // Not read as multipart (the scan said so): as sent.
+        Some(_) => Ok(redact_with(Syntax::Raw, input, &found, detector)),
+        None => Ok(redact_body(ty.kind, input, &found, detector)),
+    }
+}
+
+fn redact_multipart(
+    input: &[u8],
+    boundary: &[u8],
+    mut found: Vec<Finding>,
+    detector: &Detector,
+    depth: u8,
+) -> Result<Vec<u8>, Opaque> {
+    found.sort_unstable_by_key(|f| f.start);
+    let mut out = Vec::with_capacity(input.len());
+    let mut pos = 0;
+    let mut next = 0;
+    // The findings starting before `end`, shifted to start at `from`; none
+    // may run past `end`.
+    let mut take = |from: usize, end: usize| -> Result<Vec<Finding>, Opaque> {
+        let mut picked = Vec::new();
+        while let Some(f) = found.get(next).filter(|f| f.start < end) {
+            if f.end > end || f.start < from {
+                return Err(Opaque::AcrossParts);
+            }
+            picked.push(Finding {
+                start: f.start - from,
+                end: f.end - from,
+                ..*f
+            });
+            next += 1;
+        }
+        Ok(picked)
+    };
+    for part in Parts::new(input, boundary) {
+        let (cs, ce) = part.body;
+        let outside = take(pos, cs)?;
+        out.extend_from_slice(&redact_with(
+            Syntax::Raw,
+            &input[pos..cs],
+            &outside,
+            detector,
+        ));
+        let inside = take(cs, ce)?;
+        let content = &input[cs..ce];
+        if inside.is_empty() {
+            out.extend_from_slice(content);
+            pos = ce;
+            continue;
+        }
+        let head = &input[part.head.0..part.head.1];
+        let masked = match Transfer::of(head) {
+            Transfer::Identity => {
+                let ty = BodyType::from_content_type(field(head, b"content-type"), content);
+                redact_layer(ty, content, inside, detector, depth + 1)?
+            }
+            // Only plain text gets here (findings in any other
+            // quoted-printable part are opaque).
+            Transfer::QuotedPrintable | Transfer::Unknown => {
+                redact_with(Syntax::Raw, content, &inside, detector)
+            }
+            Transfer::Base64 => return Err(Opaque::Base64),
+        };
+        out.extend_from_slice(&masked);
+        pos = ce;
+    }
+    let rest = take(pos, input.len())?;
+    out.extend_from_slice(&redact_with(Syntax::Raw, &input[pos..], &rest, detector));
+    Ok(out)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Span {
     start: usize,
@@ -108,6 +225,11 @@ fn redact_with<'a>(
     let json = (syntax == Syntax::Json).then(|| JsonIndex::new(input));
     let mut spans: Vec<Span> = Vec::new();
     for f in findings {
+        // Rewriting these would corrupt what encodes them (see
+        // `Finding::opaque`): the caller refuses instead.
+        if f.opaque.is_some() {
+            continue;
+        }
         let end = f.end.min(input.len());
         if f.start >= end {
             continue;

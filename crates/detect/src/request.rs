@@ -3,9 +3,14 @@
 //! and, for JSON and form bodies, decoded "so an escape sequence hides
 //! nothing". (gzip/deflate decoding is the caller's job, before this.)
 
-use crate::decode::{PosMap, StrLits, form_components, json_unescape, percent_decode};
+use crate::decode::{
+    PosMap, StrLits, base64_decode, form_components, json_unescape, percent_decode, qp_decode,
+    transcode,
+};
+use crate::detector::map_back;
 use crate::findings::sort_dedup_tail;
-use crate::{Detector, Findings, Part};
+use crate::mime::{Parts, Transfer, conflicting, field};
+use crate::{BodyType, Detector, Finding, Findings, Opaque, Part};
 
 /// The parts of an HTTP request that are scanned.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,7 +33,8 @@ pub enum BodyKind {
     Json,
     /// `application/x-www-form-urlencoded`: keys and values are decoded.
     Form,
-    /// Scanned as sent only.
+    /// Anything else: scanned as sent and, when it holds a `%` or a `+`,
+    /// form-decoded too (see [`crate::Detector::scan_typed_body`]).
     Other,
 }
 
@@ -49,21 +55,13 @@ impl BodyKind {
     }
 
     /// From the request's first `Content-Type` header. A body without a JSON
-    /// or form type whose first non-blank byte is `{` or `[` is treated as
-    /// JSON too: leaving out the header must not be a way to hide data
-    /// behind `\u` escapes, and decoding what is not JSON finds nothing new.
+    /// or form type whose first non-blank character is `{` or `[` is treated
+    /// as JSON too (after a byte order mark, in UTF-8, UTF-16 or UTF-32):
+    /// leaving out the header must not be a way to hide data behind `\u`
+    /// escapes, and decoding what is not JSON finds nothing new. See
+    /// [`BodyType`] for the rest of what the headers and first bytes tell.
     pub fn of(headers: &[(&[u8], &[u8])], body: &[u8]) -> BodyKind {
-        let declared = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
-            .map_or(BodyKind::Other, |(_, v)| BodyKind::from_content_type(v));
-        if declared == BodyKind::Other
-            && matches!(body.trim_ascii_start().first(), Some(b'{' | b'['))
-        {
-            BodyKind::Json
-        } else {
-            declared
-        }
+        BodyType::of(headers, body).kind()
     }
 }
 
@@ -89,16 +87,44 @@ pub(crate) fn path_start(url: &[u8]) -> usize {
     0
 }
 
+/// How deep multipart bodies may nest inside one another; a part nested
+/// deeper is not read (and says so, see [`Findings::unreadable`]).
+pub(crate) const MAX_NESTING: u8 = 4;
+
 impl Detector {
     /// Scans every part of a request (see [`RequestParts`]) and appends the
     /// findings: URL first, then headers in order, then the body; each part
     /// sorted by position. Ranges are always in the raw bytes of the part.
     pub fn scan_request(&self, parts: RequestParts<'_>, out: &mut Findings) {
         self.scan_url(parts.url, out);
-        for (i, (_, value)) in parts.headers.iter().enumerate() {
-            self.scan_part(value, Part::Header(i), out);
+        for (i, (name, value)) in parts.headers.iter().enumerate() {
+            self.scan_header(name, value, Part::Header(i), out);
         }
-        self.scan_body(parts.body, BodyKind::of(parts.headers, parts.body), out);
+        self.scan_typed_body(parts.body, BodyType::of(parts.headers, parts.body), out);
+    }
+
+    /// Scans a header value as sent and, when it holds a `%`, percent-
+    /// decoded (`X-User: ada%40example.org`). In a `Cookie` a `+` is also
+    /// read as a space, as form decoders (PHP's among them) read cookies.
+    pub fn scan_header(&self, name: &[u8], value: &[u8], part: Part, out: &mut Findings) {
+        let base = out.items.len();
+        self.scan_raw(value, 0, part, out);
+        let has_pct = memchr::memchr(b'%', value).is_some();
+        let has_plus =
+            name.eq_ignore_ascii_case(b"cookie") && memchr::memchr(b'+', value).is_some();
+        let whole = [(0, value.len())].into_iter();
+        if has_pct {
+            let decode = |r: &[u8], a, b, o: &mut Vec<u8>, m: &mut PosMap| {
+                percent_decode(r, a, b, usize::MAX, o, m)
+            };
+            self.scan_pieces(part, value, whole.clone(), decode, out);
+        }
+        if has_plus {
+            let decode =
+                |r: &[u8], a, b, o: &mut Vec<u8>, m: &mut PosMap| percent_decode(r, a, b, a, o, m);
+            self.scan_pieces(part, value, whole, decode, out);
+        }
+        sort_dedup_tail(&mut out.items, base);
     }
 
     /// Scans a request target's path and query, percent-decoded; in the
@@ -128,34 +154,223 @@ impl Detector {
         sort_dedup_tail(&mut out.items, base);
     }
 
-    /// Scans a body as sent and, for JSON and form bodies, decoded.
+    /// Scans a body of a known kind as sent and decoded (see
+    /// [`Detector::scan_typed_body`]); only its first bytes can add to the
+    /// kind (a byte order mark, UTF-16 JSON).
     pub fn scan_body(&self, body: &[u8], kind: BodyKind, out: &mut Findings) {
+        self.scan_typed_body(body, BodyType::from_kind(kind, body), out);
+    }
+
+    /// Scans a body as sent and decoded as its type says: JSON string
+    /// escapes; form fields, also in a body of another type that holds a
+    /// `%` or a `+` (a server may well read it as a form); UTF-16 and
+    /// UTF-32 text, transcoded first; each part of a multipart body by its
+    /// own headers, after undoing a base64 or quoted-printable transfer
+    /// encoding. Values under an encoding redaction cannot rewrite are
+    /// marked [`Finding::opaque`]; what cannot be read at all is reported
+    /// by [`Findings::unreadable`].
+    pub fn scan_typed_body(&self, body: &[u8], ty: BodyType<'_>, out: &mut Findings) {
         let base = out.items.len();
-        self.scan_raw(body, 0, Part::Body, out);
-        match kind {
+        if ty.conflict {
+            out.unreadable
+                .get_or_insert("the request names two different Content-Types");
+        }
+        self.scan_layer(body, ty, false, 0, out);
+        sort_dedup_tail(&mut out.items, base);
+    }
+
+    /// Appends the findings of `bytes` (in its coordinates, unsorted).
+    /// `raw_seen`: the caller has scanned these bytes as they are already.
+    fn scan_layer(
+        &self,
+        bytes: &[u8],
+        ty: BodyType<'_>,
+        raw_seen: bool,
+        depth: u8,
+        out: &mut Findings,
+    ) {
+        let base = out.items.len();
+        if !raw_seen {
+            self.scan_raw(bytes, 0, Part::Body, out);
+        }
+        if let Some(boundary) = ty.multipart {
+            self.scan_multipart(bytes, boundary, base, depth, out);
+            return;
+        }
+        if let Some(wide) = ty.wide {
+            let (mut buf, mut map) = out.scratch.take();
+            transcode(bytes, ty.bom, wide, &mut buf, &mut map);
+            map.finish(buf.len(), bytes.len());
+            let text = BodyType {
+                wide: None,
+                bom: 0,
+                conflict: false,
+                ..ty
+            };
+            let mid = out.items.len();
+            self.scan_layer(&buf, text, false, depth, out);
+            lift(&mut out.items, mid, &map);
+            // Even a match in the raw bytes is in code units: no label can
+            // be written over it.
+            let why = if wide.unit() == 2 {
+                Opaque::Utf16
+            } else {
+                Opaque::Utf32
+            };
+            for f in &mut out.items[base..] {
+                f.opaque.get_or_insert(why);
+            }
+            out.scratch.give((buf, map));
+            return;
+        }
+        match ty.kind {
             // A literal without a backslash decodes to itself, and the raw
             // scan has seen it; a body without one (most JSON) is done.
-            BodyKind::Json if memchr::memchr(b'\\', body).is_none() => {}
+            BodyKind::Json if memchr::memchr(b'\\', bytes).is_none() => {}
             BodyKind::Json => {
-                let lits = StrLits::new(body)
+                let lits = StrLits::new(bytes)
                     .filter(|l| l.has_escape)
                     .map(|l| (l.start, l.end));
-                self.scan_pieces(Part::Body, body, lits, json_unescape, out);
+                self.scan_pieces(Part::Body, bytes, lits, json_unescape, out);
             }
-            BodyKind::Form => {
+            // A body of another type is read as a form too when it could
+            // be one with escapes: a server that parses it as a form
+            // anyway (many do, whatever the type) must not be sent what a
+            // `%40` hid.
+            BodyKind::Other if memchr::memchr2(b'%', b'+', bytes).is_none() => {}
+            BodyKind::Form | BodyKind::Other => {
                 // Keys and values decode separately, so `%26` stays inside
                 // its value; `+` is a space everywhere in a form.
-                let fields = form_components(body)
-                    .filter(|c| memchr::memchr2(b'%', b'+', &body[c.start..c.end]).is_some())
+                let fields = form_components(bytes)
+                    .filter(|c| memchr::memchr2(b'%', b'+', &bytes[c.start..c.end]).is_some())
                     .map(|c| (c.start, c.end));
                 let decode = |r: &[u8], a, b, o: &mut Vec<u8>, m: &mut PosMap| {
                     percent_decode(r, a, b, a, o, m)
                 };
-                self.scan_pieces(Part::Body, body, fields, decode, out);
+                self.scan_pieces(Part::Body, bytes, fields, decode, out);
             }
-            BodyKind::Other => {}
         }
-        sort_dedup_tail(&mut out.items, base);
+    }
+
+    /// Scans each part of a multipart body (whose raw findings are
+    /// `out.items[raw..]`): its header block percent-decoded (RFC 2231
+    /// `filename*=UTF-8''…`), its content as its own headers say.
+    fn scan_multipart(
+        &self,
+        bytes: &[u8],
+        boundary: &[u8],
+        raw: usize,
+        depth: u8,
+        out: &mut Findings,
+    ) {
+        if boundary.is_empty() {
+            out.unreadable
+                .get_or_insert("the multipart body names no boundary, or two");
+            return;
+        }
+        if depth >= MAX_NESTING {
+            out.unreadable
+                .get_or_insert("the multipart body nests parts more deeply than veto reads");
+            return;
+        }
+        // The raw findings, in order, are walked along with the parts to
+        // mark those inside an opaque part or across a part's edge.
+        let raw_end = out.items.len();
+        out.items[raw..raw_end].sort_unstable_by_key(|f| f.start);
+        let mut next_raw = raw;
+        for part in Parts::new(bytes, boundary) {
+            let (hs, he) = part.head;
+            let (cs, ce) = part.body;
+            let head = &bytes[hs..he];
+            if memchr::memchr(b'%', head).is_some() {
+                let decode = |r: &[u8], a, b, o: &mut Vec<u8>, m: &mut PosMap| {
+                    percent_decode(r, a, b, usize::MAX, o, m)
+                };
+                self.scan_pieces(Part::Body, bytes, [(hs, he)].into_iter(), decode, out);
+            }
+            if conflicting(head) {
+                out.unreadable.get_or_insert(
+                    "a multipart part names two different Content-Types or transfer encodings",
+                );
+            }
+            let ct = field(head, b"content-type");
+            let mid = out.items.len();
+            let opaque = match Transfer::of(head) {
+                Transfer::Identity => {
+                    let content = &bytes[cs..ce];
+                    let ty = BodyType::from_content_type(ct, content);
+                    // A nested multipart body marks its own raw findings
+                    // (those inside its base64 parts), so it scans them.
+                    let nested = ty.multipart.is_some();
+                    self.scan_layer(content, ty, !nested, depth + 1, out);
+                    for f in &mut out.items[mid..] {
+                        f.start += cs;
+                        f.end += cs;
+                    }
+                    ty.wide.map(|w| {
+                        if w.unit() == 2 {
+                            Opaque::Utf16
+                        } else {
+                            Opaque::Utf32
+                        }
+                    })
+                }
+                t @ (Transfer::Base64 | Transfer::QuotedPrintable) => {
+                    let (mut buf, mut map) = out.scratch.take();
+                    if t == Transfer::Base64 {
+                        base64_decode(bytes, cs, ce, &mut buf, &mut map);
+                    } else {
+                        qp_decode(bytes, cs, ce, &mut buf, &mut map);
+                    }
+                    map.finish(buf.len(), ce);
+                    let ty = BodyType::from_content_type(ct, &buf);
+                    self.scan_layer(&buf, ty, false, depth + 1, out);
+                    lift(&mut out.items, mid, &map);
+                    out.scratch.give((buf, map));
+                    let plain = ty.kind == BodyKind::Other && ty.multipart.is_none();
+                    match t {
+                        Transfer::Base64 => Some(Opaque::Base64),
+                        _ if ty.wide.is_some() || !plain => Some(Opaque::QuotedPrintable),
+                        // Plain text in quoted-printable: a label written
+                        // over whole `=XX` escapes is itself valid there.
+                        _ => None,
+                    }
+                }
+                Transfer::Unknown => {
+                    out.unreadable.get_or_insert(
+                        "a multipart part has a Content-Transfer-Encoding veto does not decode",
+                    );
+                    None
+                }
+            };
+            if let Some(why) = opaque {
+                for f in &mut out.items[mid..] {
+                    f.opaque.get_or_insert(why);
+                }
+            }
+            while next_raw < raw_end && out.items[next_raw].start < ce {
+                let f = &mut out.items[next_raw];
+                if f.start < cs {
+                    if f.end > cs {
+                        f.opaque.get_or_insert(Opaque::AcrossParts);
+                    }
+                } else if f.end > ce {
+                    f.opaque.get_or_insert(Opaque::AcrossParts);
+                } else if let Some(why) = opaque {
+                    f.opaque.get_or_insert(why);
+                }
+                next_raw += 1;
+            }
+        }
+    }
+}
+
+/// Maps findings `items[from..]` of a decoded layer back to the raw bytes
+/// that layer came from.
+fn lift(items: &mut Vec<Finding>, from: usize, map: &PosMap) {
+    map_back(items, from, map);
+    for f in &mut items[from..] {
+        f.decoded = true;
     }
 }
 

@@ -40,6 +40,7 @@ impl Sink<'_> {
             end,
             part: self.part,
             decoded: self.decoded,
+            opaque: None,
         });
     }
 }

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use veto_detect::{BodyKind, CustomClass, Detector, Findings, redact_body};
+use veto_detect::{
+    BodyKind, BodyType, CustomClass, Detector, Findings, redact_body, redact_typed_body,
+};
 
 const SIZE: usize = 256 * 1024;
 const LIMIT: Duration = Duration::from_secs(5);
@@ -80,4 +82,51 @@ fn escapes_and_fields() {
     check("one long escaped string", &long);
     check("form", &repeat("a=%40&"));
     check("keywords", &repeat("a "));
+}
+
+/// Like `check`, for a body of a given Content-Type (multipart, UTF-16).
+fn check_typed(name: &str, body: &[u8], ct: &[u8]) {
+    let det = Detector::new(&[CustomClass::regex("digits", r"\b[0-9]{6}\b")]).unwrap();
+    let t = Instant::now();
+    let ty = BodyType::from_content_type(Some(ct), body);
+    let mut f = Findings::new();
+    det.scan_typed_body(body, ty, &mut f);
+    let out = redact_typed_body(ty, body, f.iter(), &det);
+    let took = t.elapsed();
+    assert!(
+        took < LIMIT,
+        "{name}: {took:?} for {} bytes ({} findings, redacted: {})",
+        body.len(),
+        f.len(),
+        out.is_ok()
+    );
+}
+
+#[test]
+fn multipart_and_wide_shapes() {
+    let mp = b"multipart/form-data; boundary=b".as_slice();
+    check_typed("parts", &repeat("--b\r\n\r\na@b.cd 123456\r\n"), mp);
+    check_typed(
+        "base64 parts",
+        &repeat("--b\r\nContent-Transfer-Encoding: base64\r\n\r\nYUBiLmNk\r\n"),
+        mp,
+    );
+    check_typed(
+        "qp parts",
+        &repeat("--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na=40b.cd=\r\n\r\n"),
+        mp,
+    );
+    check_typed("near delimiters", &repeat("\n--bX"), mp);
+    check_typed("header lines", &repeat("--b\r\nX: 1\r\n"), mp);
+    check_typed(
+        "nested",
+        &repeat("--b\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"),
+        mp,
+    );
+    let wide: Vec<u8> = repeat(r#"{"e":"a\u0040b.cd","n":123456},"#)
+        .iter()
+        .flat_map(|&b| [b, 0])
+        .collect();
+    check_typed("utf-16", &wide, b"application/json");
+    check_typed("form sniffed", &repeat("a=%40+"), b"text/plain");
 }

@@ -1,11 +1,12 @@
 //! Property tests: generated cards are found with exact ranges, Luhn-invalid
-//! ones never; redaction removes what it redacts and keeps JSON valid; no
-//! input makes any entry point panic.
+//! ones never; redaction removes what it redacts and keeps JSON valid; a
+//! value hidden behind an encoding is found as the plain one; no input
+//! makes any entry point panic.
 
 use proptest::prelude::*;
 use veto_detect::{
-    BodyKind, ClassId, CustomClass, Detector, Finding, Findings, Part, RequestParts, redact,
-    redact_body, redact_json, redact_url,
+    BodyKind, BodyType, ClassId, CustomClass, Detector, Finding, Findings, Part, RequestParts,
+    redact, redact_body, redact_json, redact_typed_body, redact_url,
 };
 
 fn luhn_check_digit(payload: &[u8]) -> u8 {
@@ -146,6 +147,7 @@ proptest! {
             end: pre.len() + card.len(),
             part: Part::Body,
             decoded: false,
+            opaque: None,
         };
         prop_assert_eq!(f.as_slice(), &[want]);
     }
@@ -262,7 +264,15 @@ proptest! {
     ) {
         let d = detector();
         for (url, body) in [(&a, &b), (&b, &c), (&c, &a)] {
-            for ct in [&b"application/json"[..], b"application/x-www-form-urlencoded", b"x"] {
+            let types: [&[u8]; 6] = [
+                b"application/json",
+                b"application/x-www-form-urlencoded",
+                b"x",
+                b"multipart/form-data; boundary=-",
+                b"multipart/mixed; boundary=a",
+                b"application/json; charset=utf-16",
+            ];
+            for ct in types {
                 let headers: &[(&[u8], &[u8])] = &[(b"content-type", ct), (b"x", body)];
                 let parts = RequestParts { url, headers, body };
                 let mut f = Findings::new();
@@ -279,6 +289,182 @@ proptest! {
                 for k in [BodyKind::Json, BodyKind::Form, BodyKind::Other] {
                     let _ = redact_body(k, body, f.iter(), &d);
                 }
+                let ty = BodyType::from_content_type(Some(ct), body);
+                let _ = redact_typed_body(ty, body, f.in_part(Part::Body), &d);
+                // Each part of a multipart body, and its base64 and
+                // quoted-printable forms, through the same entry points.
+                let wrapped = [
+                    &b"--a\r\nContent-Transfer-Encoding: base64\r\n\r\n"[..], body,
+                    b"\r\n--a\r\ncontent-transfer-encoding: quoted-printable\r\ncontent-type: application/json\r\n\r\n", body,
+                    b"\r\n--a\r\n\r\n", url, b"\r\n--a--",
+                ].concat();
+                let ty = BodyType::from_content_type(Some(b"multipart/mixed; boundary=a"), &wrapped);
+                let mut f = Findings::new();
+                d.scan_typed_body(&wrapped, ty, &mut f);
+                well_formed(&f, |_| wrapped.len());
+                let _ = redact_typed_body(ty, &wrapped, f.iter(), &d);
+            }
+        }
+    }
+}
+
+/// How a value is hidden in [`encoded_values_are_found_as_plain_ones`].
+#[derive(Debug, Clone, Copy)]
+enum Hiding {
+    Utf16Le,
+    Utf16Be,
+    Utf32Le,
+    Base64Part,
+    QuotedPrintablePart,
+    UntypedForm,
+    HeaderValue,
+    Cookie,
+}
+
+fn hiding() -> impl Strategy<Value = Hiding> {
+    prop::sample::select(vec![
+        Hiding::Utf16Le,
+        Hiding::Utf16Be,
+        Hiding::Utf32Le,
+        Hiding::Base64Part,
+        Hiding::QuotedPrintablePart,
+        Hiding::UntypedForm,
+        Hiding::HeaderValue,
+        Hiding::Cookie,
+    ])
+}
+
+fn base64(bytes: &[u8], line: usize) -> Vec<u8> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * k) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+    // Lines of `line` quads, as MIME writes them.
+    let mut wrapped = Vec::new();
+    for (i, c) in out.chunks(4 * line).enumerate() {
+        if i > 0 {
+            wrapped.extend_from_slice(b"\r\n");
+        }
+        wrapped.extend_from_slice(c);
+    }
+    wrapped
+}
+
+/// Every byte as `%XX` where `escape` says so (and always `%`, `&`, `=`,
+/// `+`, `;` and non-ASCII).
+fn percent(bytes: &[u8], escape: &[bool]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        let must = !b.is_ascii_graphic() || matches!(b, b'%' | b'&' | b'=' | b'+' | b';');
+        if must || escape[i % escape.len()] {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Quoted-printable: `=XX` where `escape` says so (and for `=`), a soft
+/// line break every `line` bytes.
+fn quoted_printable(bytes: &[u8], escape: &[bool], line: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        if i > 0 && i % line == 0 {
+            out.extend_from_slice(b"=\r\n");
+        }
+        if b == b'=' || !b.is_ascii_graphic() && b != b' ' || escape[i % escape.len()] {
+            out.extend_from_slice(format!("={b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A card and an email hidden behind an encoding the server decodes
+    /// are found exactly as often as in plain text; where the encoding can
+    /// be rewritten, redaction removes them, and where it cannot, every
+    /// finding says so and redaction refuses.
+    #[test]
+    fn encoded_values_are_found_as_plain_ones(
+        digits in card_digits(), sep in separator(),
+        local in "[a-z][a-z0-9._-]{0,8}", pre in "[A-Za-z ,.:!?()]{0,16}",
+        how in hiding(),
+        escape in prop::collection::vec(any::<bool>(), 1..16),
+        line in 3usize..30,
+    ) {
+        let d = Detector::new(&[]).unwrap();
+        let plain = [
+            pre.as_bytes(), b" ", &format(&digits, sep), b" to ", local.as_bytes(), b"@example.org.",
+        ].concat();
+        let mut want = Findings::new();
+        d.scan_typed_body(&plain, BodyType::from_content_type(Some(b"text/plain"), &plain), &mut want);
+        prop_assert!(want.contains(ClassId::CREDIT_CARD) && want.contains(ClassId::EMAIL));
+
+        let text = std::str::from_utf8(&plain).unwrap();
+        let mut got = Findings::new();
+        let (input, ct): (Vec<u8>, &[u8]) = match how {
+            Hiding::Utf16Le => (text.encode_utf16().flat_map(u16::to_le_bytes).collect(), b"application/json; charset=utf-16le"),
+            Hiding::Utf16Be => ([&[0xFE, 0xFF][..], &text.encode_utf16().flat_map(u16::to_be_bytes).collect::<Vec<u8>>()].concat(), b"text/plain"),
+            Hiding::Utf32Le => ([&[0xFF, 0xFE, 0, 0][..], &text.chars().flat_map(|c| u32::from(c).to_le_bytes()).collect::<Vec<u8>>()].concat(), b"text/plain"),
+            Hiding::Base64Part => (
+                [&b"--b\r\nContent-Transfer-Encoding: base64\r\n\r\n"[..], &base64(&plain, line), b"\r\n--b--\r\n"].concat(),
+                b"multipart/form-data; boundary=b",
+            ),
+            Hiding::QuotedPrintablePart => (
+                [&b"--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"[..], &quoted_printable(&plain, &escape, line), b"\r\n--b--\r\n"].concat(),
+                b"multipart/form-data; boundary=b",
+            ),
+            Hiding::UntypedForm => ([&b"v="[..], &percent(&plain, &escape)].concat(), b"text/plain"),
+            Hiding::HeaderValue => (percent(&plain, &escape), b"x-user"),
+            Hiding::Cookie => ([&b"v="[..], &percent(&plain, &escape)].concat(), b"cookie"),
+        };
+        let header = matches!(how, Hiding::HeaderValue | Hiding::Cookie);
+        let ty = BodyType::from_content_type(Some(ct), &input);
+        if header {
+            d.scan_header(ct, &input, Part::Header(0), &mut got);
+        } else {
+            d.scan_typed_body(&input, ty, &mut got);
+        }
+        prop_assert_eq!(got.counts(), want.counts(), "{:?}", String::from_utf8_lossy(&input));
+        prop_assert!(got.unreadable().is_none());
+
+        let opaque = matches!(how, Hiding::Utf16Le | Hiding::Utf16Be | Hiding::Utf32Le | Hiding::Base64Part);
+        prop_assert!(got.iter().all(|f| f.opaque.is_some() == opaque), "{:?}", got.as_slice());
+        let out = if header {
+            Ok(redact(&input, got.iter(), &d))
+        } else {
+            redact_typed_body(ty, &input, got.iter(), &d)
+        };
+        match out {
+            Err(_) => prop_assert!(opaque),
+            Ok(out) => {
+                prop_assert!(!opaque);
+                let mut again = Findings::new();
+                if header {
+                    d.scan_header(ct, &out, Part::Header(0), &mut again);
+                } else {
+                    d.scan_typed_body(&out, BodyType::from_content_type(Some(ct), &out), &mut again);
+                }
+                prop_assert!(again.is_empty(), "{:?} -> {:?}: {:?}",
+                    String::from_utf8_lossy(&input), String::from_utf8_lossy(&out), again.as_slice());
             }
         }
     }

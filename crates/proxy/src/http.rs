@@ -283,6 +283,11 @@ pub(crate) async fn exchange(
         (None, None) => &[],
     };
     let found = active.detectors.scan(target.as_bytes(), &headers, scanned);
+    if unseen.is_none()
+        && let Some(why) = found.unreadable
+    {
+        unseen = Some(why.to_string());
+    }
     // What veto cannot read counts as holding every class: it is never
     // assumed harmless.
     let data = if unseen.is_some() {
@@ -307,6 +312,21 @@ pub(crate) async fn exchange(
             (Some(d), v)
         }
     };
+    // A value under an encoding no label can be written over (UTF-16
+    // text, a base64 part) cannot be redacted: rather than send it, or a
+    // corrupted body, refuse.
+    let unredactable = decision
+        .as_ref()
+        .filter(|d| unseen.is_none() && d.effect() == Effect::Redact)
+        .and_then(|d| found.unredactable(active.policy.redact_classes(d)));
+    if let Some((bit, why)) = unredactable {
+        let class = active.policy.document().class_name(bit).unwrap_or("data");
+        verdict.effect = "deny";
+        verdict.reason = format!(
+            "the request's {class} is inside {why}, which veto cannot redact in place, so it is refused: {}",
+            verdict.reason
+        );
+    }
     if let Some(what) = &unseen {
         // A redaction cannot be done on what cannot be read: refuse.
         verdict.effect = "deny";
@@ -362,7 +382,18 @@ pub(crate) async fn exchange(
                 let classes = active.policy.redact_classes(&d);
                 let plain = inspected.as_deref().unwrap_or(&bytes);
                 let masked =
-                    crate::redact::body(&active, &headers_owned(&parts.headers), plain, classes);
+                    crate::redact::body(&active, &headers_owned(&parts.headers), plain, classes)
+                        .map_err(|why| {
+                            // Refused before the record was written; never
+                            // sent half-redacted should a scan disagree.
+                            answer::error(
+                                Fault::Internal,
+                                &format!(
+                                    "cannot redact the body in place: a value is inside {why}"
+                                ),
+                                Some(&ctx.id),
+                            )
+                        })?;
                 let out = crate::coding::encode(&coding, &masked).map_err(|e| {
                     answer::error(
                         Fault::Internal,

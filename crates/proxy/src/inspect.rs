@@ -3,7 +3,7 @@
 //! policy's class bits, with counts for the audit record (never values).
 
 use std::collections::BTreeMap;
-use veto_detect::{ClassId, CustomClass, Detector, Findings, RequestParts};
+use veto_detect::{ClassId, CustomClass, Detector, Findings, Opaque, RequestParts};
 use veto_policy::model::DetectorKind;
 use veto_policy::{DataSet, Policy};
 
@@ -19,6 +19,24 @@ pub struct Detectors {
 pub struct Found {
     pub set: DataSet,
     pub counts: BTreeMap<String, u32>,
+    /// Classes (policy bits) found where redaction cannot rewrite them in
+    /// place (UTF-16 text, a base64 part…), each with the first reason: a
+    /// redact rule naming one must refuse the request instead.
+    pub opaque: Vec<(u8, Opaque)>,
+    /// Why part of the request could not be read, if it could not (a
+    /// multipart part in a transfer encoding veto does not decode).
+    pub unreadable: Option<&'static str>,
+}
+
+impl Found {
+    /// The first class of `classes` found only where it cannot be
+    /// redacted in place, and why.
+    pub fn unredactable(&self, classes: DataSet) -> Option<(u8, Opaque)> {
+        self.opaque
+            .iter()
+            .copied()
+            .find(|(b, _)| classes.contains(*b))
+    }
 }
 
 impl Detectors {
@@ -54,10 +72,18 @@ impl Detectors {
             },
             &mut findings,
         );
-        let mut found = Found::default();
+        let mut found = Found {
+            unreadable: findings.unreadable(),
+            ..Found::default()
+        };
         for f in findings.iter() {
             if let Some(Some(bit)) = self.bits.get(f.class.0 as usize) {
                 found.set.insert(*bit);
+                if let Some(why) = f.opaque
+                    && !found.opaque.iter().any(|(b, _)| b == bit)
+                {
+                    found.opaque.push((*bit, why));
+                }
             }
             *found
                 .counts

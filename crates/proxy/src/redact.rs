@@ -1,35 +1,42 @@
 //! Redaction of what leaves: each occurrence of the classes a redact rule
 //! names is replaced by `[REDACTED:<class>]` in the request target, the
 //! header values and the body, keeping JSON bodies valid JSON and URLs
-//! well-formed (the label is percent-encoded there). A redacted body is
-//! sent with its new Content-Length (see `forward::send`).
+//! well-formed (the label is percent-encoded there), and each multipart
+//! part by its own type. A value that cannot be rewritten in place (inside
+//! UTF-16 text or a base64 part) is never redacted: the request is refused
+//! before this (see `http::exchange`). A redacted body is sent with its new
+//! Content-Length (see `forward::send`).
 
 use crate::state::Active;
 use bytes::Bytes;
-use veto_detect::{BodyKind, Finding, Findings, Part, RequestParts};
+use veto_detect::{BodyType, Finding, Findings, Opaque, Part, RequestParts};
 use veto_policy::DataSet;
 
+/// Redacts a body the way the scan decoded it (see
+/// `veto_detect::redact_typed_body`). Fails when a value to redact lies
+/// under an encoding no label can be written over (UTF-16 text, a base64
+/// part): such a body must not be sent at all.
 pub fn body(
     active: &Active,
     headers: &[(Vec<u8>, Vec<u8>)],
     body: &[u8],
     classes: DataSet,
-) -> Bytes {
+) -> Result<Bytes, Opaque> {
     let pairs: Vec<(&[u8], &[u8])> = headers
         .iter()
         .map(|(k, v)| (k.as_slice(), v.as_slice()))
         .collect();
-    let kind = BodyKind::of(&pairs, body);
+    let ty = BodyType::of(&pairs, body);
     let det = active.detectors.detector();
     let mut findings = Findings::new();
-    det.scan_body(body, kind, &mut findings);
+    det.scan_typed_body(body, ty, &mut findings);
     let chosen = findings.iter().filter(|f| {
         active
             .detectors
             .bit(f.class)
             .is_some_and(|b| classes.contains(b))
     });
-    Bytes::from(veto_detect::redact_body(kind, body, chosen, det))
+    veto_detect::redact_typed_body(ty, body, chosen, det).map(Bytes::from)
 }
 
 /// Redacts the request target and the header values in place. Returns the
