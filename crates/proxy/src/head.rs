@@ -194,6 +194,105 @@ pub fn method_override(headers: &HeaderMap, target: &str) -> Result<Option<Strin
     Ok(found)
 }
 
+/// Whether a body's type is one a framework reads `_method` from: forms
+/// (Rails, Laravel, Express's method-override), multipart forms, and JSON
+/// (Laravel merges it into its input).
+pub fn body_may_override(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::CONTENT_TYPE).iter().any(|v| {
+        let v = v.as_bytes();
+        let media = v
+            .split(|b| *b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        let is = |m: &[u8]| media.eq_ignore_ascii_case(m);
+        is(b"application/x-www-form-urlencoded")
+            || is(b"multipart/form-data")
+            || is(b"application/json")
+            || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
+    })
+}
+
+/// `_method` in a form, multipart or JSON body, read every way a framework
+/// could read it (whatever the body's declared type: the client chose
+/// that too). `Err`: it is given twice with different values.
+pub fn body_method(body: &[u8]) -> Result<Option<String>, Refused> {
+    let mut found: Option<String> = None;
+    let mut note = |m: &str| -> Result<(), Refused> {
+        let m = m.trim().to_ascii_uppercase();
+        match &found {
+            _ if m.is_empty() => Ok(()),
+            Some(prev) if *prev != m => Err((
+                StatusCode::BAD_REQUEST,
+                format!("the request overrides its method twice, as `{prev}` and `{m}`"),
+            )),
+            _ => {
+                found = Some(m);
+                Ok(())
+            }
+        }
+    };
+    // Every reading a framework could make: the form pairs, any multipart
+    // part named `_method`, a top-level JSON `_method`.
+    for pair in body.split(|b| *b == b'&') {
+        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => continue,
+        };
+        if form_decode(k).trim().eq_ignore_ascii_case("_method") {
+            note(&form_decode(v))?;
+        }
+    }
+    let quoted = |w: &[u8]| w.eq_ignore_ascii_case(b"\"_method");
+    for (at, _) in body.windows(8).enumerate().filter(|(_, w)| quoted(w)) {
+        let rest = &body[at + 8..];
+        // multipart: `name="_method"` then the part's value after its head.
+        let named = at >= 5 && body[at - 5..at].eq_ignore_ascii_case(b"name=");
+        if rest.first() == Some(&b'"') && named {
+            if let Some(h) = memchr_pos(rest, b"\r\n\r\n") {
+                let value = &rest[h + 4..];
+                let end = memchr_pos(value, b"\r\n").unwrap_or(value.len());
+                note(&String::from_utf8_lossy(&value[..end]))?;
+            }
+        }
+    }
+    if body.trim_ascii_start().first() == Some(&b'{')
+        && let Ok(serde_json::Value::Object(o)) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(serde_json::Value::String(m)) = o.get("_method")
+    {
+        note(m)?;
+    }
+    Ok(found)
+}
+
+fn memchr_pos(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A form key or value: `+` is a space, `%XX` a byte.
+fn form_decode(s: &[u8]) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < s.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&s[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Whether a tunnel's first bytes begin an HTTP/1 request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {

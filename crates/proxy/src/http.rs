@@ -162,7 +162,7 @@ pub(crate) async fn exchange(
     let target: &str = &target;
     let path = normalize_path(target).into_owned();
     let method = req.method().as_str().to_string();
-    let overridden = head::method_override(req.headers(), target)
+    let mut overridden = head::method_override(req.headers(), target)
         .map_err(refused)?
         .filter(|m| *m != method);
     let (mut parts, body) = req.into_parts();
@@ -174,7 +174,6 @@ pub(crate) async fn exchange(
         path: &path,
         now: ctx.now_secs(),
     };
-    let view = |ips, method, data| at.view(ips, method, data);
 
     // Phase: resolve, only when the addresses can still change the
     // outcome: a lookup of a refused name would itself carry it out.
@@ -188,7 +187,7 @@ pub(crate) async fn exchange(
                     .any(|m| {
                         active
                             .policy
-                            .refused_by_name(&view(&[], m, DataSet::EMPTY), &shared.grants)
+                            .refused_by_name(&at.view(&[], m, DataSet::EMPTY), &shared.grants)
                             .is_some()
                     });
             if refused_by_name {
@@ -204,27 +203,41 @@ pub(crate) async fn exchange(
     };
     let self_ref = phase::names_self(shared, ips, port);
     // The stricter decision of the request line's method and an override.
-    let decide_with = |data: DataSet| {
+    let decide_with = |over: Option<&str>, data: DataSet| {
         let d = active
             .policy
-            .decide(&view(ips, &method, data), &shared.grants);
-        match &overridden {
-            Some(m) => stricter(d, active.policy.decide(&view(ips, m, data), &shared.grants)),
+            .decide(&at.view(ips, &method, data), &shared.grants);
+        match over {
+            Some(m) => stricter(
+                d,
+                active.policy.decide(&at.view(ips, m, data), &shared.grants),
+            ),
             None => (d, false),
         }
     };
 
     // Phase: inspect. The body is read only when what it holds could
-    // change the decision: deciding with no data and with every class tells.
-    let data_matters = self_ref.is_none()
-        && !by_name
-        && decide_with(DataSet::EMPTY).0 != decide_with(DataSet(u128::MAX)).0;
+    // change the decision: deciding with no data and with every class
+    // tells; and a POST whose body may say `_method=` when a rule naming
+    // another method would decide otherwise.
+    let live = self_ref.is_none() && !by_name;
+    let data_matters = live
+        && decide_with(overridden.as_deref(), DataSet::EMPTY).0
+            != decide_with(overridden.as_deref(), DataSet(u128::MAX)).0;
+    let method_matters = live
+        && method == "POST"
+        && head::body_may_override(&parts.headers)
+        && active.methods.iter().any(|m| {
+            [DataSet::EMPTY, DataSet(u128::MAX)]
+                .iter()
+                .any(|d| decide_with(Some(m), *d).0 != decide_with(None, *d).0)
+        });
     let mut buffered: Option<Bytes> = None;
     let mut inspected: Option<Vec<u8>> = None;
     let mut streaming: Option<Incoming> = None;
     let mut unseen: Option<String> = None;
     let coding = Coding::of(&parts.headers);
-    if !data_matters {
+    if !data_matters && !method_matters {
         streaming = Some(body);
     } else if let Coding::Other(name) = &coding {
         unseen = Some(format!(
@@ -282,6 +295,21 @@ pub(crate) async fn exchange(
         (None, Some(raw)) => raw,
         (None, None) => &[],
     };
+    if method_matters && unseen.is_none() {
+        match head::body_method(scanned).map_err(refused)? {
+            Some(m) if overridden.as_ref().is_some_and(|o| *o != m) => {
+                return Err(refused((
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the request overrides its method twice, as `{}` and `{m}`",
+                        overridden.unwrap_or_default()
+                    ),
+                )));
+            }
+            Some(m) if m != method => overridden = Some(m),
+            _ => {}
+        }
+    }
     let found = active.detectors.scan(target.as_bytes(), &headers, scanned);
     if unseen.is_none()
         && let Some(why) = found.unreadable
@@ -300,12 +328,12 @@ pub(crate) async fn exchange(
     let (decision, mut verdict) = match self_ref {
         Some(why) => (None, Verdict::refuse("private-network", why)),
         None => {
-            let (d, by_override) = decide_with(data);
+            let (d, by_override) = decide_with(overridden.as_deref(), data);
             let m = match (&overridden, by_override) {
                 (Some(m), true) => m.as_str(),
                 _ => method.as_str(),
             };
-            let mut v = Verdict::of(shared, &active, &view(ips, m, data), &d);
+            let mut v = Verdict::of(shared, &active, &at.view(ips, m, data), &d);
             if by_override {
                 v.reason = format!("the request overrides its method as {m}: {}", v.reason);
             }
@@ -330,10 +358,12 @@ pub(crate) async fn exchange(
     if let Some(what) = &unseen {
         // A redaction cannot be done on what cannot be read: refuse.
         verdict.effect = "deny";
-        verdict.reason = format!(
-            "{what}, so veto cannot check it for data: {}",
-            verdict.reason
-        );
+        let check = if data_matters {
+            "check it for data"
+        } else {
+            "tell whether it overrides its method (`_method`)"
+        };
+        verdict.reason = format!("{what}, so veto cannot {check}: {}", verdict.reason);
     }
     let refused = verdict.effect == "deny";
     // The record keeps the path with what the detectors found masked; the

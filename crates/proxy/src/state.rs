@@ -24,6 +24,9 @@ pub struct Active {
     pub loaded_at: Timestamp,
     /// The opt-outs in force: those compiled into `policy`.
     pub optouts: Arc<Vec<OwnedOptOut>>,
+    /// Every method a rule names (upper case): the methods a `_method`
+    /// in a body could turn a POST into that a rule would see.
+    pub methods: Box<[String]>,
 }
 
 impl Active {
@@ -34,7 +37,18 @@ impl Active {
         optouts: Vec<OwnedOptOut>,
     ) -> Result<Active, String> {
         let detectors = Detectors::new(&policy)?;
+        let mut methods: Vec<String> = policy
+            .document()
+            .rules
+            .iter()
+            .filter_map(|r| r.methods.as_ref())
+            .flatten()
+            .cloned()
+            .collect();
+        methods.sort();
+        methods.dedup();
         Ok(Active {
+            methods: methods.into(),
             policy,
             source,
             detectors,

@@ -5,7 +5,8 @@
 
 use proptest::prelude::*;
 use veto_proxy::parsers::{
-    Coding, Hello, chunked_end, client_hello, decode_body, encode_body, head_verdict, sample_hello,
+    Coding, Hello, Start, body_method, chunked_end, client_hello, decode_body, encode_body,
+    head_verdict, http_start, sample_hello,
 };
 
 fn hello(sni: &str, size: usize, extra: &[u8]) -> Vec<u8> {
@@ -119,5 +120,38 @@ proptest! {
         let bomb = encode_body(&Coding::Gzip, &plain).unwrap();
         let err = decode_body(&Coding::Gzip, &bomb, 65_536).unwrap_err();
         prop_assert!(err.contains("inspection limit"), "{}", err);
+    }
+
+    #[test]
+    fn body_overrides_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = body_method(&b);
+        let _ = http_start(&b);
+    }
+
+    #[test]
+    fn a_method_in_a_body_is_found_however_it_is_sent(
+        m in "[A-Za-z]{1,10}",
+        before in "[a-z]{0,8}=[a-z0-9]{0,8}",
+        form in 0u8..3,
+    ) {
+        let body = match form {
+            0 => format!("{before}&_method={m}&x=1"),
+            1 => format!("--B\r\nContent-Disposition: form-data; name=\"{before}\"\r\n\r\nv\r\n--B\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\n{m}\r\n--B--\r\n"),
+            _ => format!("{{\"a\": 1, \"_method\": \"{m}\"}}"),
+        };
+        prop_assert_eq!(body_method(body.as_bytes()).unwrap(), Some(m.to_ascii_uppercase()));
+    }
+
+    #[test]
+    fn a_request_line_is_http_however_it_is_cut(
+        method in "[A-Z]{3,7}",
+        path in "/[a-z0-9/]{0,20}",
+        cut in 0usize..40,
+    ) {
+        let line = format!("{method} {path} HTTP/1.1\r\n");
+        let b = line.as_bytes();
+        prop_assert_eq!(http_start(b), Start::Yes);
+        let cut = cut.min(b.len() - 2).max(1);
+        prop_assert!(matches!(http_start(&b[..cut]), Start::Maybe | Start::Yes), "{}", &line[..cut]);
     }
 }
