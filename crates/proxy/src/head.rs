@@ -248,12 +248,13 @@ pub fn body_method(body: &[u8]) -> Result<Option<String>, Refused> {
         let rest = &body[at + 8..];
         // multipart: `name="_method"` then the part's value after its head.
         let named = at >= 5 && body[at - 5..at].eq_ignore_ascii_case(b"name=");
-        if rest.first() == Some(&b'"') && named {
-            if let Some(h) = memchr_pos(rest, b"\r\n\r\n") {
-                let value = &rest[h + 4..];
-                let end = memchr_pos(value, b"\r\n").unwrap_or(value.len());
-                note(&String::from_utf8_lossy(&value[..end]))?;
-            }
+        if rest.first() == Some(&b'"')
+            && named
+            && let Some(h) = memchr_pos(rest, b"\r\n\r\n")
+        {
+            let value = &rest[h + 4..];
+            let end = memchr_pos(value, b"\r\n").unwrap_or(value.len());
+            note(&String::from_utf8_lossy(&value[..end]))?;
         }
     }
     if body.trim_ascii_start().first() == Some(&b'{')
