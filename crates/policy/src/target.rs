@@ -68,6 +68,10 @@ pub enum TargetError {
         "the path `{raw}` is not in normal form (it would be `{normal}`); the policy refuses such paths (paths.normalize: refuse)"
     )]
     NotNormal { raw: String, normal: String },
+    #[error(
+        "the path has a segment `{0}` of `;` parameters only before a `..`: servers disagree on which segment the `..` removes"
+    )]
+    ParamsBeforeDots(String),
     #[error("the request target must start with `/`")]
     NotAbsolute,
 }
@@ -165,11 +169,17 @@ pub fn forward_target<'a>(target: &'a str, rules: &PathRules) -> Result<Cow<'a, 
     let mut out: Vec<&str> = Vec::new();
     let segs: Vec<&str> = decoded[1..].split('/').collect();
     let last = segs.len().saturating_sub(1);
+    let last_dots = segs.iter().rposition(|s| *s == "..");
     let mut trailing = false;
     for (n, seg) in segs.iter().enumerate() {
         let bare = seg.split(';').next().unwrap_or("");
         if seg.contains(';') && (bare == "." || bare == "..") {
             return Err(TargetError::DotParams((*seg).to_string()));
+        }
+        // `/a/;x/..`: one server removes `;x` (a segment to it), another
+        // `a` (it strips parameters first, and `;x` is then nothing).
+        if seg.contains(';') && bare.is_empty() && last_dots.is_some_and(|d| d > n) {
+            return Err(TargetError::ParamsBeforeDots((*seg).to_string()));
         }
         match *seg {
             "" => trailing = n == last,
@@ -243,6 +253,11 @@ mod tests {
             fwd("/a/..;/admin"),
             Err(TargetError::DotParams(_))
         ));
+        assert!(matches!(
+            fwd("//;/.3;/;/.."),
+            Err(TargetError::ParamsBeforeDots(_))
+        ));
+        assert_eq!(fwd("/a/;jsessionid=1").unwrap(), "/a/;jsessionid=1");
         assert!(matches!(fwd("/%zz"), Err(TargetError::BadPercent(_))));
         assert!(matches!(fwd("/%4"), Err(TargetError::BadPercent(_))));
         assert!(matches!(fwd("*"), Err(TargetError::NotAbsolute)));
