@@ -30,10 +30,16 @@ rules:
     data: [emp, email]
 "#;
 
+/// Lines as YAML counts them (and editors show them): `\r\n`, `\n` and a
+/// lone `\r` each end one.
+fn yaml_lines(text: &str) -> u32 {
+    text.replace("\r\n", "\n").matches(['\n', '\r']).count() as u32 + 1
+}
+
 fn check_diagnostics(text: &str) {
     if let Err(errs) = Policy::compile(text) {
         assert!(!errs.is_empty());
-        let lines = text.lines().count() as u32 + 1;
+        let lines = yaml_lines(text) + 1;
         for d in errs {
             assert!(
                 d.pos.line >= 1 && d.pos.line <= lines.max(1),
@@ -121,4 +127,13 @@ proptest! {
             prop_assert!(classify(IpAddr::V6(ip)).is_some(), "{ip} should be internal");
         }
     }
+}
+
+/// Found by the fuzzer (`fuzz/regressions/policy_load-carriage-returns`):
+/// a lone `\r` is a line break to YAML, so its diagnostics count it.
+#[test]
+fn carriage_returns_are_line_breaks() {
+    check_diagnostics("\r\r\0\0");
+    let errs = Policy::compile("version: 1\rbogus: 1\r").unwrap_err();
+    assert_eq!(errs[0].pos.line, 2, "{errs:?}");
 }
