@@ -307,6 +307,19 @@ where
     }
 }
 
+impl Tunnel {
+    /// The tunnel as the requests inside it see it, once veto serves them.
+    fn opened(&self) -> crate::intercept::Opened {
+        crate::intercept::Opened {
+            shared: self.shared.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            ips: self.ips.clone(),
+            machine: self.machine.clone(),
+        }
+    }
+}
+
 /// Opens a TLS tunnel for inspection: its name checked against the CONNECT
 /// host, the client's TLS opened, the tunnel recorded, then every request
 /// inside decided on its own. `Err` says why it could not be opened.
@@ -331,13 +344,7 @@ where
     let Some(interceptor) = t.shared.intercept.as_ref() else {
         return Err("no CA is configured".into());
     };
-    let o = crate::intercept::Opened {
-        shared: t.shared.clone(),
-        host: t.host.clone(),
-        port: t.port,
-        ips: t.ips.clone(),
-        machine: t.machine.clone(),
-    };
+    let o = t.opened();
     let accepted = crate::intercept::accept(&o, interceptor, client, first).await?;
     let id = t.active.policy.rule_id(veto_policy::By::Rule(rule));
     let verdict = Verdict {
@@ -457,14 +464,7 @@ async fn relay<C>(
         // Plain HTTP: each request inside is decided and forwarded on its
         // own (`inside.rs`); this connection to the upstream is not used.
         drop(upstream);
-        let o = crate::intercept::Opened {
-            shared: t.shared.clone(),
-            host: t.host.clone(),
-            port: t.port,
-            ips: t.ips.clone(),
-            machine: t.machine.clone(),
-        };
-        let (sent, received) = crate::inside::serve(o, client, first).await;
+        let (sent, received) = crate::inside::serve(t.opened(), client, first).await;
         phase::complete_as(
             &t.shared,
             &ctx,

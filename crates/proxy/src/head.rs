@@ -153,28 +153,34 @@ const OVERRIDES: [&str; 3] = [
     "x-http-method",
 ];
 
-/// The method a server may act on instead of the request line's: an
-/// override header, or `_method=` in the query (Rails, Laravel, Express's
-/// method-override). `methods` rules see it too (the stricter decision of
-/// the two wins). `Err`: overrides that disagree with each other.
-pub fn method_override(headers: &HeaderMap, target: &str) -> Result<Option<String>, Refused> {
-    let mut found: Option<String> = None;
-    let mut note = |m: &str| -> Result<(), Refused> {
+/// The overriding method found so far; a second, different one is a 400.
+#[derive(Default)]
+struct Override(Option<String>);
+
+impl Override {
+    fn note(&mut self, m: &str) -> Result<(), Refused> {
         let m = m.trim().to_ascii_uppercase();
-        if m.is_empty() {
-            return Ok(());
-        }
-        match &found {
+        match &self.0 {
+            _ if m.is_empty() => Ok(()),
             Some(prev) if *prev != m => Err((
                 StatusCode::BAD_REQUEST,
                 format!("the request overrides its method twice, as `{prev}` and `{m}`"),
             )),
             _ => {
-                found = Some(m);
+                self.0 = Some(m);
                 Ok(())
             }
         }
-    };
+    }
+}
+
+/// The method a server may act on instead of the request line's: an
+/// override header, or `_method=` in the query (Rails, Laravel, Express's
+/// method-override). `methods` rules see it too (the stricter decision of
+/// the two wins). `Err`: overrides that disagree with each other.
+pub fn method_override(headers: &HeaderMap, target: &str) -> Result<Option<String>, Refused> {
+    let mut found = Override::default();
+    let mut note = |m: &str| found.note(m);
     for name in OVERRIDES {
         for v in headers.get_all(name) {
             note(&String::from_utf8_lossy(v.as_bytes()))?;
@@ -191,7 +197,7 @@ pub fn method_override(headers: &HeaderMap, target: &str) -> Result<Option<Strin
             }
         }
     }
-    Ok(found)
+    Ok(found.0)
 }
 
 /// Whether a body's type is one a framework reads `_method` from: forms
@@ -217,21 +223,8 @@ pub fn body_may_override(headers: &HeaderMap) -> bool {
 /// could read it (whatever the body's declared type: the client chose
 /// that too). `Err`: it is given twice with different values.
 pub fn body_method(body: &[u8]) -> Result<Option<String>, Refused> {
-    let mut found: Option<String> = None;
-    let mut note = |m: &str| -> Result<(), Refused> {
-        let m = m.trim().to_ascii_uppercase();
-        match &found {
-            _ if m.is_empty() => Ok(()),
-            Some(prev) if *prev != m => Err((
-                StatusCode::BAD_REQUEST,
-                format!("the request overrides its method twice, as `{prev}` and `{m}`"),
-            )),
-            _ => {
-                found = Some(m);
-                Ok(())
-            }
-        }
-    };
+    let mut found = Override::default();
+    let mut note = |m: &str| found.note(m);
     // Every reading a framework could make: the form pairs, any multipart
     // part named `_method`, a top-level JSON `_method`.
     for pair in body.split(|b| *b == b'&') {
@@ -263,7 +256,7 @@ pub fn body_method(body: &[u8]) -> Result<Option<String>, Refused> {
     {
         note(m)?;
     }
-    Ok(found)
+    Ok(found.0)
 }
 
 fn memchr_pos(hay: &[u8], needle: &[u8]) -> Option<usize> {

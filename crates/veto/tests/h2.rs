@@ -151,25 +151,12 @@ async fn h2_by_alpn_on_the_tls_listener() {
     std::fs::write(&policy, POLICY).unwrap();
     let veto = Veto::start_in(dir, policy, &["--listen-tls", "127.0.0.1:0"]);
 
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(veto.data().join("ca.pem")).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let cfg = common::tls::client_config(&veto.data().join("ca.pem"), b"h2");
     let tcp = tokio::net::TcpStream::connect(veto.tls.unwrap())
         .await
         .unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+    let tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(name, tcp)
         .await
         .expect("veto's TLS listener with veto's CA");

@@ -335,22 +335,9 @@ fn a_smuggled_head_inside_an_opened_tunnel_is_refused_and_recorded() {
     let (tcp, head) = common::connect(veto.addr, &format!("api.test:{}", up.addr.port()));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(veto.data().join("ca.pem")).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = tls::client_config(&veto.data().join("ca.pem"), b"http/1.1");
     let name = rustls::pki_types::ServerName::try_from("api.test").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(
         b"POST /items HTTP/1.1\r\nHost: api.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX",

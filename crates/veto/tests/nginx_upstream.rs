@@ -90,16 +90,19 @@ http {{
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Owned at once: dropping it (a failed start included) stops nginx.
+    let ngx = Nginx {
+        child,
+        addr,
+        _dir: dir,
+    };
     for _ in 0..100 {
         if TcpStream::connect(addr).is_ok() {
-            return Nginx {
-                child,
-                addr,
-                _dir: dir,
-            };
+            return ngx;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(ngx);
     panic!("nginx did not start");
 }
 

@@ -116,3 +116,23 @@ fn server_config(names: &[&str], alpn: &[u8]) -> (tempfile::TempDir, Arc<rustls:
     cfg.alpn_protocols = vec![alpn.to_vec()];
     (dir, Arc::new(cfg))
 }
+
+/// A client that trusts only the CA in `ca_pem` (veto's own, say) and
+/// offers `alpn`.
+pub fn client_config(ca_pem: &std::path::Path, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca_pem).unwrap();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(cfg)
+}
