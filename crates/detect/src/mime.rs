@@ -22,6 +22,9 @@ pub struct BodyType<'a> {
     /// The headers name two different types: which one a server reads is
     /// anyone's guess, so the scan reports the body unreadable.
     pub(crate) conflict: bool,
+    /// A `charset` veto does not read (UTF-7, EBCDIC...): an `@` need not
+    /// be the byte `@` there, so the scan reports the body unreadable.
+    pub(crate) foreign: bool,
 }
 
 impl<'a> BodyType<'a> {
@@ -56,14 +59,20 @@ impl<'a> BodyType<'a> {
                 wide: None,
                 bom: 0,
                 conflict: false,
+                foreign: false,
             };
         }
         let declared = ct.map_or(BodyKind::Other, BodyKind::from_content_type);
-        let charset = match ct.map(|v| param(v, b"charset")) {
-            Some(Param::One(c)) => Some(c),
-            _ => None,
+        let (charset, foreign) = match ct.map(|v| param(v, b"charset")) {
+            Some(Param::One(c)) => (Some(c), !charset_read(c)),
+            None | Some(Param::None) => (None, false),
+            // Two charsets: either could be the one a server uses.
+            Some(_) => (None, true),
         };
-        BodyType::sniff(declared, charset, body)
+        BodyType {
+            foreign,
+            ..BodyType::sniff(declared, charset, body)
+        }
     }
 
     /// For a body whose kind is known but whose headers are not: only its
@@ -87,6 +96,7 @@ impl<'a> BodyType<'a> {
             wide,
             bom,
             conflict: false,
+            foreign: false,
         }
     }
 
@@ -164,6 +174,48 @@ pub(crate) fn param<'a>(value: &'a [u8], name: &[u8]) -> Param<'a> {
             None => return found,
         }
     }
+}
+
+/// Whether veto reads text in `charset`: UTF-8 and the charsets where
+/// every ASCII byte stands for itself (so an address or a number written
+/// in ASCII is the same bytes), and UTF-16/32, which it transcodes.
+fn charset_read(charset: &[u8]) -> bool {
+    let c = String::from_utf8_lossy(charset.trim_ascii()).to_ascii_lowercase();
+    let c = c.trim_matches('"');
+    matches!(
+        c,
+        "utf-8"
+            | "utf8"
+            | "us-ascii"
+            | "ascii"
+            | "latin1"
+            | "latin-1"
+            | "l1"
+            | "utf-16"
+            | "utf-16le"
+            | "utf-16be"
+            | "utf-32"
+            | "utf-32le"
+            | "utf-32be"
+            | "ucs-2"
+            | "shift_jis"
+            | "sjis"
+            | "euc-jp"
+            | "euc-kr"
+            | "gb2312"
+            | "gbk"
+            | "gb18030"
+            | "big5"
+            | "koi8-r"
+            | "koi8-u"
+            | "tis-620"
+            | "macintosh"
+    ) || ["iso-8859-", "iso8859-", "windows-125", "cp125"]
+        .iter()
+        .any(|p| {
+            c.strip_prefix(p)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// The body's Unicode encoding and the length of its byte order mark.

@@ -190,6 +190,11 @@ impl Detector {
         out: &mut Findings,
     ) {
         let base = out.items.len();
+        if ty.foreign {
+            out.unreadable.get_or_insert(
+                "a charset veto does not read (it reads UTF-8, charsets where ASCII is ASCII, UTF-16 and UTF-32)",
+            );
+        }
         if !raw_seen {
             self.scan_raw(bytes, 0, Part::Body, out);
         }
@@ -205,6 +210,7 @@ impl Detector {
                 wide: None,
                 bom: 0,
                 conflict: false,
+                foreign: false,
                 ..ty
             };
             let mid = out.items.len();
