@@ -123,6 +123,26 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The stricter of two decisions of one request (deny, then redact,
+    /// then allow; the applied effect first, then the shadow one), and
+    /// whether it is `other`: a request that may be read as two methods
+    /// (an override) is decided as the stricter reading.
+    pub fn stricter(self, other: Decision) -> (Decision, bool) {
+        let rank = |d: &Decision| {
+            let r = |e: Effect| match e {
+                Effect::Deny => 2,
+                Effect::Redact => 1,
+                Effect::Allow => 0,
+            };
+            (r(d.applied.effect), r(d.shadow.effect))
+        };
+        if rank(&other) > rank(&self) {
+            (other, true)
+        } else {
+            (self, false)
+        }
+    }
+
     /// What happens to the request.
     pub fn effect(&self) -> Effect {
         self.applied.effect

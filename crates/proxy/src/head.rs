@@ -200,6 +200,35 @@ pub fn method_override(headers: &HeaderMap, target: &str) -> Result<Option<Strin
     Ok(found.0)
 }
 
+/// The method a request described by a person (`veto policy test`,
+/// `explain`) overrides its own with, read exactly as the proxy reads it:
+/// the override headers, `_method=` in the query and, for a POST whose
+/// type a framework reads it from, in the body. `Err`: two that disagree.
+pub fn described_override(
+    method: &str,
+    headers: &[(&str, &str)],
+    target: &str,
+    body: &[u8],
+) -> Result<Option<String>, String> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            map.append(k, v);
+        }
+    }
+    let mut found = Override(method_override(&map, target).map_err(|(_, why)| why)?);
+    if method.eq_ignore_ascii_case("POST")
+        && body_may_override(&map)
+        && let Some(m) = body_method(body).map_err(|(_, why)| why)?
+    {
+        found.note(&m).map_err(|(_, why)| why)?;
+    }
+    Ok(found.0.filter(|m| !m.eq_ignore_ascii_case(method)))
+}
+
 /// Whether a body's type is one a framework reads `_method` from: forms
 /// (Rails, Laravel, Express's method-override), multipart forms, and JSON
 /// (Laravel merges it into its input).

@@ -11,7 +11,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use veto_policy::{DataSet, Decision, Effect, Host, Protocol, normalize_host, normalize_path};
+use veto_policy::{DataSet, Effect, Host, Protocol, normalize_host, normalize_path};
 
 /// Serves one request: every answer, whatever it is, carries the id of
 /// the request's audit record, and that record exists.
@@ -208,10 +208,7 @@ pub(crate) async fn exchange(
             .policy
             .decide(&at.view(ips, &method, data), &shared.grants);
         match over {
-            Some(m) => stricter(
-                d,
-                active.policy.decide(&at.view(ips, m, data), &shared.grants),
-            ),
+            Some(m) => d.stricter(active.policy.decide(&at.view(ips, m, data), &shared.grants)),
             None => (d, false),
         }
     };
@@ -475,25 +472,6 @@ impl<'a> At<'a> {
             data,
             now: self.now,
         }
-    }
-}
-
-/// The stricter of two decisions (deny, then redact, then allow; the
-/// applied effect first, then the shadow one), and whether it was the
-/// second.
-fn stricter(a: Decision, b: Decision) -> (Decision, bool) {
-    let rank = |d: &Decision| {
-        let r = |e: Effect| match e {
-            Effect::Deny => 2,
-            Effect::Redact => 1,
-            Effect::Allow => 0,
-        };
-        (r(d.applied.effect), r(d.shadow.effect))
-    };
-    if rank(&b) > rank(&a) {
-        (b, true)
-    } else {
-        (a, false)
     }
 }
 

@@ -43,7 +43,7 @@ pub use config::{Config, parse_resolve};
 pub mod parsers {
     pub use crate::coding::{Coding, decode as decode_body, encode as encode_body};
     pub use crate::guard::{chunked_end, head_verdict};
-    pub use crate::head::{Start, body_method, http_start};
+    pub use crate::head::{Start, body_method, described_override, http_start};
     pub use crate::sni::{Hello, MAX_HELLO, parse as client_hello, sample_hello};
 }
 pub use intercept::Interceptor;

@@ -152,6 +152,35 @@ impl Sample {
         Ok(())
     }
 
+    /// The method this request overrides its own with (headers, query,
+    /// a POST body), as the proxy reads it; `Err`: overrides disagree
+    /// (the proxy's `400`).
+    pub fn overridden(&self) -> Result<Option<String>, String> {
+        if !self.protocol.is_http() {
+            return Ok(None);
+        }
+        let headers: Vec<(&str, &str)> = self
+            .payload
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        veto_proxy::parsers::described_override(
+            &self.method,
+            &headers,
+            &self.payload.target,
+            &self.payload.body,
+        )
+    }
+
+    /// This request with another method.
+    pub fn with_method(&self, method: &str) -> Sample {
+        Sample {
+            method: method.to_string(),
+            ..self.clone()
+        }
+    }
+
     pub fn request(&self) -> Request<'_> {
         Request {
             machine: &self.machine,

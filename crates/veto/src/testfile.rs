@@ -360,17 +360,40 @@ fn run_case(policy: &Policy, detectors: &Detectors, c: &Node<'_>) -> Result<(), 
             k.as_str().unwrap_or("")
         ));
     }
-    // A path the proxy refuses before any rule (policy `paths:`) is that
-    // refusal here too: deny, rule `malformed-request`.
-    let malformed = sample.apply_paths(&policy.document().paths).err();
+    // A path the proxy refuses before any rule (policy `paths:`), or
+    // method overrides that disagree, are that refusal here too: deny,
+    // rule `malformed-request`. An override is decided as the proxy
+    // decides it: the stricter of the two methods.
+    let (overridden, malformed) = match sample.apply_paths(&policy.document().paths) {
+        Err(e) => (None, Some(e.to_string())),
+        Ok(()) => match sample.overridden() {
+            Ok(o) => (o, None),
+            Err(e) => (None, Some(e)),
+        },
+    };
+    let other = overridden.as_deref().map(|m| sample.with_method(m));
     let req = sample.request();
     let d = policy.decide(&req, &grants);
+    let (d, req, by_override) = match &other {
+        Some(o) => match d.stricter(policy.decide(&o.request(), &grants)) {
+            (d, true) => (d, o.request(), true),
+            (d, false) => (d, req, false),
+        },
+        None => (d, req, false),
+    };
     let (effect_got, rule, reason, would) = match &malformed {
-        Some(e) => ("deny", crate::explain::MALFORMED, e.to_string(), "none"),
+        Some(e) => ("deny", crate::explain::MALFORMED, e.clone(), "none"),
         None => (
             d.effect().as_str(),
             policy.rule_id(d.named().by),
-            policy.reason(&d, &req),
+            match by_override {
+                true => format!(
+                    "the request overrides its method as {}: {}",
+                    req.method,
+                    policy.reason(&d, &req)
+                ),
+                false => policy.reason(&d, &req),
+            },
             d.would().map(Effect::as_str).unwrap_or("none"),
         ),
     };
