@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use veto_policy::{DataSet, Host, Protocol, normalize_host};
+use veto_policy::{DataSet, Effect, Host, Protocol, normalize_host};
 
 fn bad_request(why: &str) -> Response<Body> {
     answer::error(Fault::Downstream(StatusCode::BAD_REQUEST), why, None)
@@ -180,7 +180,7 @@ pub async fn serve(
         Some(verdict) => {
             // Decided before any byte: recorded as `tcp` until the first
             // bytes show TLS (the completion says which).
-            let refused = verdict.effect == "deny";
+            let refused = verdict.effect == Effect::Deny;
             phase::audit(
                 shared,
                 ctx,
@@ -268,7 +268,7 @@ where
         if let Err(why) = open(&t, &ctx, client, first, rule, &hash).await {
             // Not opened: decided as a tunnel veto cannot see into.
             verdict.reason = format!("veto could not open the tunnel ({why}); {}", verdict.reason);
-            let refused = verdict.effect == "deny";
+            let refused = verdict.effect == Effect::Deny;
             let status = if refused { 403 } else { 499 };
             let _ = phase::audit(
                 &t.shared,
@@ -282,7 +282,7 @@ where
         }
         return;
     }
-    let refused = verdict.effect == "deny";
+    let refused = verdict.effect == Effect::Deny;
     if phase::audit(
         &t.shared,
         &ctx,
@@ -348,7 +348,7 @@ where
     let accepted = crate::intercept::accept(&o, interceptor, client, first).await?;
     let id = t.active.policy.rule_id(veto_policy::By::Rule(rule));
     let verdict = Verdict {
-        effect: "allow",
+        effect: Effect::Allow,
         would: None,
         rule: id.to_string(),
         reason: format!(

@@ -346,7 +346,7 @@ pub(crate) async fn exchange(
         .and_then(|d| found.unredactable(active.policy.redact_classes(d)));
     if let Some((bit, why)) = unredactable {
         let class = active.policy.document().class_name(bit).unwrap_or("data");
-        verdict.effect = "deny";
+        verdict.effect = Effect::Deny;
         verdict.reason = format!(
             "the request's {class} is inside {why}, which veto cannot redact in place, so it is refused: {}",
             verdict.reason
@@ -354,7 +354,7 @@ pub(crate) async fn exchange(
     }
     if let Some(what) = &unseen {
         // A redaction cannot be done on what cannot be read: refuse.
-        verdict.effect = "deny";
+        verdict.effect = Effect::Deny;
         let check = if data_matters {
             "check it for data"
         } else {
@@ -362,7 +362,7 @@ pub(crate) async fn exchange(
         };
         verdict.reason = format!("{what}, so veto cannot {check}: {}", verdict.reason);
     }
-    let refused = verdict.effect == "deny";
+    let refused = verdict.effect == Effect::Deny;
     // The record keeps the path with what the detectors found masked; the
     // scan is repeated only when the request held data at all.
     let shown = if found.counts.is_empty() {

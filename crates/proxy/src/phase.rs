@@ -140,10 +140,11 @@ pub fn names_self(shared: &Shared, ips: &[IpAddr], port: u16) -> Option<String> 
         .map(|ip| format!("{ip}:{port} is veto's own listening address"))
 }
 
-/// What the record says was decided.
+/// What the record says was decided: the engine's effects, typed to the
+/// record (where they become words).
 pub struct Verdict {
-    pub effect: &'static str,
-    pub would: Option<&'static str>,
+    pub effect: Effect,
+    pub would: Option<Effect>,
     pub rule: String,
     pub reason: String,
 }
@@ -171,8 +172,8 @@ impl Verdict {
             }
         }
         Verdict {
-            effect: d.effect().as_str(),
-            would: d.would().map(Effect::as_str),
+            effect: d.effect(),
+            would: d.would(),
             rule: active.policy.rule_id(d.named().by).to_string(),
             reason: active.policy.reason(d, req),
         }
@@ -181,7 +182,7 @@ impl Verdict {
     /// A refusal veto makes before the policy (its own address).
     pub fn refuse(rule: &str, reason: String) -> Verdict {
         Verdict {
-            effect: "deny",
+            effect: Effect::Deny,
             would: None,
             rule: rule.to_string(),
             reason,
@@ -224,8 +225,8 @@ pub async fn audit(
         path: seen.path.map(str::to_string),
         ips: seen.ips.iter().map(|ip| ip.to_string()).collect(),
         dns_lookup: seen.dns_lookup,
-        decision: verdict.effect.to_string(),
-        would: verdict.would.map(str::to_string),
+        decision: verdict.effect.as_str().to_string(),
+        would: verdict.would.map(|w| w.as_str().to_string()),
         rule: verdict.rule.clone(),
         reason: verdict.reason.clone(),
         data: seen.data,
@@ -246,7 +247,9 @@ pub async fn audit(
     #[cfg(not(feature = "unaudited-bench"))]
     let result = shared.writer.decide(d, ctx.unix_ms).await;
     if result.is_ok() {
-        shared.metrics.decision(verdict.effect, &verdict.rule);
+        shared
+            .metrics
+            .decision(verdict.effect.as_str(), &verdict.rule);
         shared.metrics.latency(tunnel, ctx.started.elapsed());
     }
     result.map_err(|e| {
