@@ -20,7 +20,7 @@ use crate::state::{Active, Shared};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -90,33 +90,10 @@ impl Tunnel {
     }
 
     async fn dial(&self) -> Result<TcpStream, (Fault, String)> {
-        let mut last = String::from("no address");
-        for ip in &self.ips {
-            let addr = SocketAddr::new(*ip, self.port);
-            match tokio::time::timeout(self.shared.config.connect_timeout, TcpStream::connect(addr))
-                .await
-            {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(s);
-                }
-                Ok(Err(e)) => {
-                    last = format!("cannot reach {}:{} ({ip}): {e}", self.host, self.port)
-                }
-                Err(_) => {
-                    return Err((
-                        Fault::UpstreamTimeout,
-                        format!(
-                            "{}:{} ({ip}) did not accept within {}s",
-                            self.host,
-                            self.port,
-                            self.shared.config.connect_timeout.as_secs()
-                        ),
-                    ));
-                }
-            }
-        }
-        Err((Fault::UpstreamUnreachable, last))
+        let timeout = self.shared.config.connect_timeout;
+        crate::dial::dial(&self.host, &self.ips, self.port, timeout)
+            .await
+            .map(|(s, _)| s)
     }
 }
 

@@ -23,12 +23,11 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use veto_policy::{Host, Protocol};
 
 /// What interception needs: the leaves to show clients and the TLS
@@ -415,28 +414,13 @@ impl Upstream {
             Host::Name(n) => ServerName::try_from(n.to_string()).map_err(|e| e.to_string())?,
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
         };
-        let mut last = String::from("no address to connect to");
-        for ip in &o.ips {
-            let addr = SocketAddr::new(*ip, o.port);
-            let tcp =
-                match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        last = format!("cannot reach {}:{} ({ip}): {e}", o.host, o.port);
-                        continue;
-                    }
-                    Err(_) => {
-                        last = format!("{}:{} ({ip}) did not accept in time", o.host, o.port);
-                        continue;
-                    }
-                };
-            let _ = tcp.set_nodelay(true);
-            let connector = tokio_rustls::TlsConnector::from(self.config.clone());
-            let tls = match tokio::time::timeout(
-                cfg.connect_timeout,
-                connector.connect(server_name.clone(), tcp),
-            )
+        let (tcp, ip) = crate::dial::dial(&o.host, &o.ips, o.port, cfg.connect_timeout)
             .await
+            .map_err(|(_, why)| why)?;
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        let tls =
+            match tokio::time::timeout(cfg.connect_timeout, connector.connect(server_name, tcp))
+                .await
             {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -452,22 +436,20 @@ impl Upstream {
                     ));
                 }
             };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = TokioIo::new(tls);
-            let fail = |e: hyper::Error| format!("{}:{} ({ip}): {e}", o.host, o.port);
-            return if h2 {
-                let (s, conn) = http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(fail)?;
-                tokio::spawn(conn);
-                Ok(Sender::H2(s))
-            } else {
-                let (s, conn) = http1::handshake(io).await.map_err(fail)?;
-                tokio::spawn(conn);
-                Ok(Sender::H1(s))
-            };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let fail = |e: hyper::Error| format!("{}:{} ({ip}): {e}", o.host, o.port);
+        if h2 {
+            let (s, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(fail)?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(s))
+        } else {
+            let (s, conn) = http1::handshake(io).await.map_err(fail)?;
+            tokio::spawn(conn);
+            Ok(Sender::H1(s))
         }
-        Err(last)
     }
 }
 

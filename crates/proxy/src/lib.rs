@@ -15,6 +15,7 @@ pub mod answer;
 mod coding;
 pub mod config;
 mod connect;
+mod dial;
 mod forward;
 mod guard;
 mod head;

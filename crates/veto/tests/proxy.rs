@@ -862,3 +862,25 @@ fn stores_are_the_owners_only() {
         data.display()
     );
 }
+
+/// A name with a dead first address: the tunnel goes to the next checked
+/// address (one dial loop for every tunnel), never elsewhere.
+#[test]
+fn a_tunnel_passes_over_a_dead_first_address() {
+    let echo = echo_upstream(None);
+    let veto = Veto::start(
+        &lab_policy(""),
+        &[
+            "--resolve",
+            "two.test=127.0.0.2",
+            "--resolve",
+            "two.test=127.0.0.1",
+        ],
+    );
+    let (mut s, head) = connect(veto.addr, &format!("two.test:{}", echo.port()));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(b"ping\n").unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping\n");
+}
