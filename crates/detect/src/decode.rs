@@ -161,16 +161,10 @@ pub(crate) fn json_unescape(
 ) {
     let mut i = start;
     while i < end {
-        let Some(rel) = memchr::memchr(b'\\', &raw[i..end]) else {
-            map.copy(out.len(), i);
-            out.extend_from_slice(&raw[i..end]);
+        let Some(at) = copy_run(raw, i, end, b'\\', out, map) else {
             break;
         };
-        if rel > 0 {
-            map.copy(out.len(), i);
-            out.extend_from_slice(&raw[i..i + rel]);
-            i += rel;
-        }
+        i = at;
         // raw[i] is a backslash.
         let simple = match raw.get(i + 1).filter(|_| i + 1 < end) {
             Some(b'"') => Some(b'"'),
@@ -331,6 +325,25 @@ pub(crate) fn base64_decode(
     }
 }
 
+/// Copies `raw[i..]` up to the next `stop` byte (or `end`) as it is, and
+/// gives the stop byte's position; `None` when the run reached `end`.
+fn copy_run(
+    raw: &[u8],
+    i: usize,
+    end: usize,
+    stop: u8,
+    out: &mut Vec<u8>,
+    map: &mut PosMap,
+) -> Option<usize> {
+    let at = memchr::memchr(stop, &raw[i..end]).map(|rel| i + rel);
+    let until = at.unwrap_or(end);
+    if until > i {
+        map.copy(out.len(), i);
+        out.extend_from_slice(&raw[i..until]);
+    }
+    at
+}
+
 /// Decodes quoted-printable text (RFC 2045) in `raw[start..end]`,
 /// appending to `out` and `map`: `=XX` (either case) is a byte, `=` before
 /// a line break (after optional blanks) is a soft line break and produces
@@ -338,16 +351,10 @@ pub(crate) fn base64_decode(
 pub(crate) fn qp_decode(raw: &[u8], start: usize, end: usize, out: &mut Vec<u8>, map: &mut PosMap) {
     let mut i = start;
     while i < end {
-        let Some(rel) = memchr::memchr(b'=', &raw[i..end]) else {
-            map.copy(out.len(), i);
-            out.extend_from_slice(&raw[i..end]);
+        let Some(at) = copy_run(raw, i, end, b'=', out, map) else {
             break;
         };
-        if rel > 0 {
-            map.copy(out.len(), i);
-            out.extend_from_slice(&raw[i..i + rel]);
-            i += rel;
-        }
+        i = at;
         // raw[i] is `=`.
         let hex = |k: usize| raw.get(k).filter(|_| k < end).copied().and_then(hex_val);
         if let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) {
