@@ -37,6 +37,14 @@ pub struct Config {
     pub peek_timeout: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub drain_timeout: Duration,
+    /// The machine connections on the transparent listener are decided
+    /// and recorded as (`--transparent-machine`; `anonymous` by default):
+    /// a redirected client sends no credentials.
+    pub transparent_machine: String,
+    /// The machine clients of the proxy listener are when they send no
+    /// credentials (`None`: `anonymous`). `veto exec` sets it: its
+    /// listener serves only the command it runs.
+    pub listener_machine: Option<String>,
 }
 
 impl Default for Config {
@@ -57,6 +65,8 @@ impl Default for Config {
             inspect_limit: 16 * 1024 * 1024,
             peek_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            transparent_machine: "anonymous".into(),
+            listener_machine: None,
         }
     }
 }

@@ -31,18 +31,19 @@ fn bad_request(why: &str) -> Response<Body> {
     answer::error(Fault::Downstream(StatusCode::BAD_REQUEST), why, None)
 }
 
-/// The tunnel's fixed facts, shared with the task that runs it.
-struct Tunnel {
+/// The tunnel's fixed facts, shared with the task that runs it. A
+/// transparent connection (`transparent.rs`) is one too.
+pub(crate) struct Tunnel {
     shared: Arc<Shared>,
     active: Arc<Active>,
     host: Host,
     port: u16,
-    ips: Vec<IpAddr>,
+    pub ips: Vec<IpAddr>,
     /// Whether veto asked DNS for the host.
-    dns_lookup: bool,
+    pub dns_lookup: bool,
     machine: String,
     /// A rule that makes this tunnel one to open if it is TLS.
-    opens: Option<u32>,
+    pub opens: Option<u32>,
 }
 
 /// The rule that makes a tunnel one to open (policy-v1, "What veto cannot
@@ -62,6 +63,43 @@ fn opens(shared: &Shared, active: &Active, d: &veto_policy::Decision) -> Option<
 }
 
 impl Tunnel {
+    pub fn new(
+        shared: &Arc<Shared>,
+        active: Arc<Active>,
+        host: Host,
+        port: u16,
+        machine: &str,
+    ) -> Tunnel {
+        Tunnel {
+            shared: shared.clone(),
+            active,
+            host,
+            port,
+            ips: Vec::new(),
+            dns_lookup: false,
+            machine: machine.to_string(),
+            opens: None,
+        }
+    }
+
+    /// The decision when the name alone refuses the tunnel, whatever it
+    /// resolves to (then it is never looked up).
+    pub fn refused_by_name(&self, protocol: Protocol, now: i64) -> Option<veto_policy::Decision> {
+        matches!(self.host, Host::Name(_))
+            .then(|| {
+                self.active
+                    .policy
+                    .refused_by_name(&self.view(protocol, now), &self.shared.grants)
+            })
+            .flatten()
+    }
+
+    /// The rule that makes this tunnel, if TLS, one to open.
+    pub fn opens_for(&self, now: i64) -> Option<u32> {
+        let (d, _) = Verdict::decide(&self.shared, &self.active, &self.view(Protocol::Tls, now));
+        opens(&self.shared, &self.active, &d)
+    }
+
     fn view(&self, protocol: Protocol, now: i64) -> veto_policy::Request<'_> {
         veto_policy::Request {
             machine: &self.machine,
@@ -76,7 +114,7 @@ impl Tunnel {
         }
     }
 
-    fn seen(&self, protocol: &'static str) -> Seen<'_> {
+    pub fn seen(&self, protocol: &'static str) -> Seen<'_> {
         Seen {
             protocol,
             host: self.host.as_ref(),
@@ -112,27 +150,14 @@ pub async fn serve(
     };
     let host = normalize_host(authority.host()).map_err(|e| bad_request(&e.to_string()))?;
     phase::identify(shared, req.headers(), ctx)?;
-    let mut t = Tunnel {
-        shared: shared.clone(),
-        active: shared.policy.load_full(),
-        host,
-        port,
-        ips: Vec::new(),
-        dns_lookup: false,
-        machine: ctx.machine.clone(),
-        opens: None,
-    };
+    let mut t = Tunnel::new(shared, shared.policy.load_full(), host, port, &ctx.machine);
     let hash = t.active.policy.hash().to_string();
     let now = ctx.now_secs();
     // A name refused whatever it resolves to is never looked up: the query
     // itself would carry the name out.
-    let by_name = matches!(t.host, Host::Name(_))
-        && [Protocol::Tls, Protocol::Tcp].iter().all(|p| {
-            t.active
-                .policy
-                .refused_by_name(&t.view(*p, now), &t.shared.grants)
-                .is_some()
-        });
+    let by_name = [Protocol::Tls, Protocol::Tcp]
+        .iter()
+        .all(|p| t.refused_by_name(*p, now).is_some());
     if !by_name {
         t.ips = phase::resolve(shared, &t.host)
             .await
@@ -225,11 +250,26 @@ where
     C: AsyncRead + AsyncWrite + Spliceable + Unpin + Send + 'static,
 {
     let first = first_bytes(&mut client, t.shared.config.peek_timeout).await;
-    let hello = sni::parse(&first);
     // The decision's time is when it is made.
     let (ms, time) = veto_audit::now();
     ctx.unix_ms = ms;
     ctx.time = time;
+    decide_first(t, ctx, client, first, hash).await;
+}
+
+/// Decides a tunnel by the client's first bytes (already read), records,
+/// and only then dials: the rest of [`decide_after_peek`], and all of a
+/// transparent connection's that is not plain HTTP.
+pub(crate) async fn decide_first<C>(
+    t: Tunnel,
+    ctx: Ctx,
+    mut client: C,
+    first: Vec<u8>,
+    hash: String,
+) where
+    C: AsyncRead + AsyncWrite + Spliceable + Unpin + Send + 'static,
+{
+    let hello = sni::parse(&first);
     if let Some(why) = unfinished(&hello, &first, &t.shared) {
         let verdict = Verdict::refuse("malformed-request", why);
         let _ = phase::audit(&t.shared, &ctx, &hash, t.seen("tls"), &verdict, Some(400)).await;
@@ -293,6 +333,7 @@ impl Tunnel {
             port: self.port,
             ips: self.ips.clone(),
             machine: self.machine.clone(),
+            claim: None,
         }
     }
 }
@@ -557,7 +598,7 @@ fn unfinished(hello: &Hello, first: &[u8], shared: &Shared) -> Option<String> {
 
 /// Whether a tunnel's first bytes say what it carries: a whole ClientHello,
 /// a whole HTTP request line, or neither (bounded, like a hello).
-fn settled(first: &[u8]) -> bool {
+pub(crate) fn settled(first: &[u8]) -> bool {
     let tls_partial = sni::parse(first) == Hello::Partial && first.len() < sni::MAX_HELLO;
     !tls_partial && crate::head::http_start(first) != crate::head::Start::Maybe
 }

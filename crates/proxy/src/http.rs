@@ -121,6 +121,7 @@ async fn serve(
         port,
         target: &target,
         ips: None,
+        claim: None,
     };
     exchange(shared, ctx, &t, req, Via::Pool).await
 }
@@ -136,6 +137,9 @@ pub(crate) struct Target<'a> {
     /// The checked addresses, when already known (an opened tunnel's);
     /// `None`: resolved here, once the name alone has not refused it.
     pub ips: Option<&'a [std::net::IpAddr]>,
+    /// A transparent connection's: the host must be the address the
+    /// client connected to (`ips`), or resolve to it.
+    pub claim: Option<&'a crate::transparent::Claim>,
 }
 
 /// The phases after resolve: inspect, decide, audit, answer. The same for
@@ -153,6 +157,7 @@ pub(crate) async fn exchange(
         port,
         target,
         ips,
+        claim,
     } = *t;
     let active = shared.policy.load_full();
     // Phase: target. What is decided is exactly what is forwarded: the
@@ -178,19 +183,41 @@ pub(crate) async fn exchange(
     // Phase: resolve, only when the addresses can still change the
     // outcome: a lookup of a refused name would itself carry it out.
     let resolved: Vec<std::net::IpAddr>;
-    let (ips, dns_lookup, by_name) = match ips {
-        Some(ips) => (ips, false, false),
-        None => {
-            let refused_by_name = matches!(host, Host::Name(_))
-                && std::iter::once(method.as_str())
-                    .chain(overridden.as_deref())
-                    .any(|m| {
-                        active
-                            .policy
-                            .refused_by_name(&at.view(&[], m, DataSet::EMPTY), &shared.grants)
-                            .is_some()
-                    });
-            if refused_by_name {
+    let refused_by_name = || {
+        matches!(host, Host::Name(_))
+            && std::iter::once(method.as_str())
+                .chain(overridden.as_deref())
+                .any(|m| {
+                    active
+                        .policy
+                        .refused_by_name(&at.view(&[], m, DataSet::EMPTY), &shared.grants)
+                        .is_some()
+                })
+    };
+    let (ips, dns_lookup, by_name) = match (ips, claim) {
+        (Some(ips), None) => (ips, false, false),
+        (Some(ips), Some(_)) if refused_by_name() => (ips, false, true),
+        (Some(ips), Some(claim)) => match claim.verify(shared, host).await {
+            Ok(dns) => (ips, dns, false),
+            Err(why) => {
+                let verdict = Verdict::refuse("address-mismatch", why);
+                let seen = Seen {
+                    protocol: protocol.as_str(),
+                    host: host.as_ref(),
+                    port,
+                    method: Some(&method),
+                    path: Some(&active.detectors.mask(&path)),
+                    ips,
+                    dns_lookup: false,
+                    data: Default::default(),
+                };
+                let hash = active.policy.hash().to_string();
+                phase::audit(shared, ctx, &hash, seen, &verdict, Some(403)).await?;
+                return Ok(answer::refusal(&verdict.rule, &verdict.reason, &ctx.id));
+            }
+        },
+        (None, _) => {
+            if refused_by_name() {
                 (&[][..], false, true)
             } else {
                 resolved = phase::resolve(shared, host)

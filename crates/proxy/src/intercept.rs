@@ -102,6 +102,9 @@ pub(crate) struct Opened {
     pub port: u16,
     pub ips: Vec<IpAddr>,
     pub machine: String,
+    /// A transparent connection's claimed name, held to the address the
+    /// client connected to (`transparent.rs`).
+    pub claim: Option<Arc<crate::transparent::Claim>>,
 }
 
 /// A client whose TLS veto has opened, not yet served.
@@ -224,15 +227,7 @@ pub(crate) async fn inner(
     ctx.machine.clone_from(&o.machine);
     // The tunnel's identity was checked when it opened; revocation, expiry
     // and idle limits apply to each request inside as well.
-    let revoked = (o.machine != "anonymous")
-        .then(|| {
-            o.shared
-                .credentials
-                .load()
-                .check_machine(&o.machine, ctx.now_secs())
-                .err()
-        })
-        .flatten();
+    let revoked = phase::check_named(&o.shared, &o.machine, ctx.now_secs()).err();
     let facts = crate::head::Facts::of(&req, label);
     let result = match crate::http::precheck(&o.shared, &req) {
         Some(refusal) => Err(refusal),
@@ -250,6 +245,7 @@ pub(crate) async fn inner(
                     port: o.port,
                     target: &target,
                     ips: Some(&o.ips),
+                    claim: o.claim.as_deref(),
                 };
                 crate::http::exchange(&o.shared, &mut ctx, &t, req, via).await
             }

@@ -35,6 +35,7 @@ pub mod server;
 pub mod sni;
 mod splice;
 pub mod state;
+pub mod transparent;
 
 pub use config::{Config, parse_resolve};
 
@@ -48,5 +49,5 @@ pub mod parsers {
     pub use crate::sni::{Hello, MAX_HELLO, parse as client_hello, sample_hello};
 }
 pub use intercept::Interceptor;
-pub use server::serve;
+pub use server::{Listeners, serve};
 pub use state::{Active, Credentials, OwnedOptOut, Shared};

@@ -72,6 +72,8 @@ pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(
                 .check_machine(&machine, ctx.now_secs())
                 .map_err(|why| bad(&why))?;
             ctx.machine = machine.to_string();
+        } else if let Some(m) = &shared.config.listener_machine {
+            ctx.machine.clone_from(m);
         }
         return Ok(());
     };
@@ -113,6 +115,18 @@ pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(
         })?;
     ctx.machine = machine.to_string();
     Ok(())
+}
+
+/// A machine named by veto's own configuration (`--transparent-machine`,
+/// `veto exec --machine`) rather than proven by credentials: a label for
+/// the policy and the records. If it is also registered, its registration
+/// holds it (revoked, expired or idle: refused).
+pub fn check_named(shared: &Shared, machine: &str, now: i64) -> Result<(), String> {
+    let creds = shared.credentials.load();
+    if machine == "anonymous" || creds.registered_at(machine).is_none() {
+        return Ok(());
+    }
+    creds.check_machine(machine, now)
 }
 
 /// Phase: resolve. An IP literal is its own address; a name is resolved

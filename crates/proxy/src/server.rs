@@ -45,12 +45,48 @@ impl PerClient {
 /// in-flight requests finish (bounded by the drain timeout), and flushes
 /// the audit trail. `tls`: a second listener where clients speak TLS to the
 /// proxy and may prove who they are with a client certificate.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<(TcpListener, Arc<crate::mtls::ClientTls>)>,
-    shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()>,
-) {
+/// Where the proxy listens.
+pub struct Listeners {
+    /// The HTTP proxy (`--listen`).
+    pub plain: TcpListener,
+    /// Clients that speak TLS to the proxy (`--listen-tls`).
+    pub tls: Option<(TcpListener, Arc<crate::mtls::ClientTls>)>,
+    /// Connections the kernel redirected to veto (`--transparent`).
+    pub transparent: Vec<TcpListener>,
+}
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Tls,
+    Transparent,
+}
+
+/// Accepts on any of `ls` (pending for ever when there are none).
+async fn accept_any(
+    ls: &[TcpListener],
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    if ls.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for l in ls {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+pub async fn serve(listeners: Listeners, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let Listeners {
+        plain: listener,
+        tls,
+        transparent,
+    } = listeners;
     let cfg = shared.config.clone();
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let per_client = Arc::new(PerClient::default());
@@ -67,9 +103,10 @@ pub async fn serve(
         None => std::future::pending().await,
     };
     loop {
-        let (accepted, is_tls) = tokio::select! {
-            a = listener.accept() => (a, false),
-            a = accept_tls(&tls_listener) => (a, true),
+        let (accepted, kind) = tokio::select! {
+            a = listener.accept() => (a, Kind::Plain),
+            a = accept_tls(&tls_listener) => (a, Kind::Tls),
+            a = accept_any(&transparent) => (a, Kind::Transparent),
             () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
@@ -104,12 +141,15 @@ pub async fn serve(
         let shared = shared.clone();
         let per_client = per_client.clone();
         let stop = stop_rx.clone();
-        let client_tls = client_tls.clone().filter(|_| is_tls);
+        let client_tls = client_tls.clone().filter(|_| kind == Kind::Tls);
         let refusals = refusals.clone();
         tokio::spawn(async move {
             let wait = shared.config.header_timeout;
             let secs = wait.as_secs();
             match client_tls {
+                None if kind == Kind::Transparent => {
+                    crate::transparent::serve(shared.clone(), stream, peer).await;
+                }
                 None => match sniff(&stream, wait).await {
                     Ok(h2) => connection(stream, shared, Peer::None, h2, stop).await,
                     Err(true) => {
@@ -158,6 +198,7 @@ pub async fn serve(
     }
     drop(listener);
     drop(tls_listener);
+    drop(transparent);
     let _ = stop_tx.send(true);
     // Every connection holds a slot: all slots back means all drained.
     let all = u32::try_from(cfg.max_connections).unwrap_or(u32::MAX);

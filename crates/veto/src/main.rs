@@ -26,7 +26,9 @@ macro_rules! say {
 // The commands' arguments and handlers, one module per command group;
 // after `say!`, which they use.
 mod cmd;
-use cmd::{access::*, args::*, audit::*, fleet::*, machine::*, optout::*, policy::*, proxy::*};
+use cmd::{
+    access::*, args::*, audit::*, exec::*, fleet::*, machine::*, optout::*, policy::*, proxy::*,
+};
 
 #[derive(Parser)]
 #[command(
@@ -104,6 +106,10 @@ enum Command {
     /// Machine identities: register, revoke and list who may use the proxy.
     #[command(subcommand)]
     Machine(MachineCommand),
+    /// Run one command whose only way out is veto: a network namespace of
+    /// its own, proxy variables set, every other connection redirected to
+    /// veto, DNS through veto, the rest dropped (needs root).
+    Exec(Box<ExecCli>),
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -111,6 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Machine(cmd) => machine(cmd),
         Command::Access(cmd) => access(cmd),
         Command::Run(a) => run_proxy(*a, None),
+        Command::Exec(a) => exec(*a),
         Command::Agent(a) => {
             let a = *a;
             let agent = veto::agent::AgentArgs {

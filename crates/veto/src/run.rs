@@ -18,7 +18,8 @@ pub struct RunArgs {
     /// `None`: `./veto.yaml` if it exists, else the starter policy.
     pub policy: Option<PathBuf>,
     pub listen: SocketAddr,
-    pub admin: SocketAddr,
+    /// `None`: no admin listener (an agent's, or `veto exec`'s).
+    pub admin: Option<SocketAddr>,
     pub data: PathBuf,
     /// `--upstream-ca`: roots for the upstreams of opened tunnels.
     pub upstream_ca: Option<PathBuf>,
@@ -30,11 +31,37 @@ pub struct RunArgs {
     pub client_id_cn: bool,
     /// `--tls-name`: the name in the TLS listener's certificate.
     pub tls_name: Option<String>,
+    /// `--transparent`: listeners for connections the kernel redirects.
+    pub transparent: Vec<SocketAddr>,
+    /// Listeners made beforehand (`veto exec` makes them inside its
+    /// namespace); then `listen` and `transparent` are not bound here.
+    pub bound: Option<Bound>,
+    /// Told once the proxy accepts connections.
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops veto (drain, flush) instead of SIGTERM and Ctrl-C.
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Says nothing on stdout (`veto exec`: stdout is the command's).
+    pub quiet: bool,
     /// `veto agent`: managed by a server, no admin port.
     pub agent: Option<crate::agent::AgentArgs>,
     pub sync: Sync,
     pub retention: veto_audit::Retention,
     pub config: Config,
+}
+
+/// Listeners made before `run`, as std sockets.
+pub struct Bound {
+    pub plain: std::net::TcpListener,
+    pub transparent: Vec<std::net::TcpListener>,
+}
+
+/// A line on stdout about what veto is doing, unless told to be quiet.
+macro_rules! announce {
+    ($args:expr, $($t:tt)*) => {
+        if !$args.quiet {
+            println!($($t)*);
+        }
+    };
 }
 
 /// Where the policy comes from.
@@ -230,7 +257,8 @@ async fn tls_listener(
         &trust_domain,
         id_from,
     )?;
-    println!(
+    announce!(
+        args,
         "veto: proxy TLS listener on https://{local} (clients trust {}; client certificates name spiffe://{trust_domain}/machine/NAME)",
         args.data.join(veto_ca::CERT_FILE).display()
     );
@@ -240,6 +268,7 @@ async fn tls_listener(
 /// The admin API and dashboard of `veto run`.
 async fn start_admin(
     args: &RunArgs,
+    admin: SocketAddr,
     shared: Arc<Shared>,
     control: Arc<veto_control::Store>,
 ) -> Result<
@@ -251,15 +280,17 @@ async fn start_admin(
 > {
     let token = veto_admin::load_or_create(&args.data).map_err(|e| e.to_string())?;
     let viewer = veto_admin::load_or_create_viewer(&args.data).map_err(|e| e.to_string())?;
-    let admin_listener = tokio::net::TcpListener::bind(args.admin)
+    let admin_listener = tokio::net::TcpListener::bind(admin)
         .await
-        .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?;
+        .map_err(|e| format!("cannot listen on {admin} (admin): {e}"))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-    println!(
+    announce!(
+        args,
         "veto: admin API on http://{admin_addr} (bearer token in {}; `veto tail` finds it)",
         veto_admin::token_path(&args.data).display()
     );
-    println!(
+    announce!(
+        args,
         "veto: dashboard on http://{admin_addr}/ (log in with that token as operator, or with {} to view only)",
         veto_admin::viewer_token_path(&args.data).display()
     );
@@ -277,7 +308,7 @@ async fn start_admin(
     Ok((stop_admin, admin_task))
 }
 
-pub async fn run(args: RunArgs) -> Result<(), String> {
+pub async fn run(mut args: RunArgs) -> Result<(), String> {
     let control = Arc::new(veto_control::Store::open(&args.data).map_err(|e| e.to_string())?);
     let (source, active, agent_line) = match &args.agent {
         Some(a) => {
@@ -303,11 +334,41 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let db = veto_audit::db_path(&args.data);
     let key = veto_audit::signing::load_or_create(&args.data).map_err(|e| e.to_string())?;
     let writer = Writer::start_signed(&db, args.sync, Some(key)).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let bound = args.bound.take();
+    let (listener, mut transparent) = match bound {
+        Some(b) => {
+            let tokio_listener = |l: std::net::TcpListener| {
+                l.set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(l))
+                    .map_err(|e| format!("cannot use a listener made beforehand: {e}"))
+            };
+            let mut transparent = Vec::new();
+            for l in b.transparent {
+                transparent.push(tokio_listener(l)?);
+            }
+            (tokio_listener(b.plain)?, transparent)
+        }
+        None => (
+            tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?,
+            Vec::new(),
+        ),
+    };
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let tls = tls_listener(&args).await?;
+    for addr in &args.transparent {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (transparent): {e}"))?;
+        let at = l.local_addr().map_err(|e| e.to_string())?;
+        announce!(
+            args,
+            "veto: transparent listener on {at}, as machine `{}` (send it connections with nftables `redirect`; `veto firewall` prints the rules)",
+            args.config.transparent_machine
+        );
+        transparent.push(l);
+    }
     let mut config = args.config.clone();
     config.listen = local;
     let (intercept, tls_line) = interceptor(&args.data, args.upstream_ca.as_deref())?;
@@ -318,27 +379,31 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     }
 
     match &source {
-        Source::File(p) => println!("veto: policy {} {hash}", p.display()),
-        Source::Starter => println!(
+        Source::File(p) => announce!(args, "veto: policy {} {hash}", p.display()),
+        Source::Starter => announce!(
+            args,
             "veto: no policy given and no ./veto.yaml: enforcing the built-in starter policy {hash} (private networks and cloud metadata refused, everything else recorded in report mode)"
         ),
-        Source::Agent => println!("veto: {agent_line}"),
+        Source::Agent => announce!(args, "veto: {agent_line}"),
     }
-    println!("veto: audit trail {}", db.display());
+    announce!(args, "veto: audit trail {}", db.display());
     if cfg!(feature = "unaudited-bench") {
-        println!(
+        announce!(
+            args,
             "veto: WARNING: this build (feature unaudited-bench) records NO decisions; it exists only to measure what the audit costs"
         );
     }
-    println!("veto: {tls_line}");
-    println!(
+    announce!(args, "veto: {tls_line}");
+    announce!(
+        args,
         "veto: proxy listening on http://{local} (set http_proxy, https_proxy, HTTP_PROXY and HTTPS_PROXY to it; curl reads only the lowercase http_proxy)"
     );
     let mut agent = None;
     let (stop_admin, admin_task) = match &args.agent {
         Some(a) => {
             // Outbound only: no port for management.
-            println!(
+            announce!(
+                args,
                 "veto: agent mode: no admin port; managed by {} (status, audit and config over outbound connections)",
                 a.server
             );
@@ -349,10 +414,14 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             ));
             (None, None)
         }
-        None => {
-            let (stop, task) = start_admin(&args, shared.clone(), control.clone()).await?;
-            (Some(stop), Some(task))
-        }
+        None => match args.admin {
+            Some(addr) => {
+                let (stop, task) =
+                    start_admin(&args, addr, shared.clone(), control.clone()).await?;
+                (Some(stop), Some(task))
+            }
+            None => (None, None),
+        },
     };
 
     // An agent's machines and grants are its server's: it keeps no
@@ -406,7 +475,14 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         });
     }
 
+    let (quiet, stop) = (args.quiet, args.stop.take());
     let shutdown = async {
+        if let Some(stop) = stop {
+            // Whoever made this veto stops it (`veto exec`, when its
+            // command ends); signals are theirs to handle.
+            let _ = stop.await;
+            return;
+        }
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
         match term {
             Ok(mut term) => {
@@ -421,7 +497,15 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         }
         eprintln!("veto: shutting down: draining requests in flight");
     };
-    veto_proxy::serve(listener, tls, shared, shutdown).await;
+    let listeners = veto_proxy::Listeners {
+        plain: listener,
+        tls,
+        transparent,
+    };
+    if let Some(ready) = args.ready.take() {
+        let _ = ready.send(());
+    }
+    veto_proxy::serve(listeners, shared, shutdown).await;
     // Uses seen since the last batch: written before veto exits.
     if let Some(identities) = &identities {
         identities.flush().await;
@@ -434,6 +518,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         // Live streams never end by themselves; do not wait long for them.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
     }
-    eprintln!("veto: stopped");
+    if !quiet {
+        eprintln!("veto: stopped");
+    }
     Ok(())
 }

@@ -80,6 +80,18 @@ pub(crate) struct RunCli {
     /// The name in the TLS listener's own certificate (default: its address).
     #[arg(long = "tls-name")]
     pub(crate) tls_name: Option<String>,
+    /// Also accept connections the kernel redirected here (nftables
+    /// `redirect`), from programs that ignore proxy variables (repeatable).
+    #[arg(long = "transparent", value_name = "ADDR")]
+    pub(crate) transparent: Vec<std::net::SocketAddr>,
+    /// The machine connections on the transparent listener are decided and
+    /// recorded as (they send no credentials).
+    #[arg(
+        long = "transparent-machine",
+        value_name = "NAME",
+        default_value = "anonymous"
+    )]
+    pub(crate) transparent_machine: String,
 }
 
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
@@ -119,16 +131,22 @@ pub(crate) fn run_proxy(a: RunCli, agent: Option<veto::agent::AgentArgs>) -> Res
     config.tunnel_timeout = a.tunnel_timeout;
     config.max_connections = a.max_connections.max(1);
     config.max_per_client = a.max_per_client.max(1);
+    config.transparent_machine = a.transparent_machine;
     let args = veto::run::RunArgs {
         policy: a.policy,
         listen: a.listen,
-        admin: a.admin,
+        admin: Some(a.admin),
         data: a.data.data,
         upstream_ca: a.upstream_ca,
         listen_tls: a.listen_tls,
         client_ca: a.client_ca,
         client_id_cn: a.client_id == "cn",
         tls_name: a.tls_name,
+        transparent: a.transparent,
+        bound: None,
+        ready: None,
+        stop: None,
+        quiet: false,
         agent,
         sync: if a.audit_sync == "full" {
             veto_audit::Sync::Full
