@@ -44,6 +44,10 @@ pub enum AuditError {
     Removed(String),
     #[error("the audit writer has stopped")]
     WriterGone,
+    #[error(
+        "the audit store {0} is in use by another veto (each --data holds one chain, with one writer); stop it, or give this one another --data"
+    )]
+    InUse(String),
 }
 
 impl From<rusqlite::Error> for AuditError {

@@ -114,6 +114,7 @@ impl Writer {
         sync: Sync,
         key: Option<crate::signing::Key>,
     ) -> Result<Writer, AuditError> {
+        let lock = lock(path)?;
         let conn = store::open_rw(path, sync)?;
         // The chain's end is anchored by a signed head beside the store;
         // a store that falls short of it was cut while no writer held it.
@@ -132,6 +133,7 @@ impl Writer {
         let (live, _) = broadcast::channel(LIVE);
         let counters = Arc::new(Counters::default());
         let mut state = State {
+            _lock: lock,
             counters: counters.clone(),
             path: path.to_path_buf(),
             sync,
@@ -254,6 +256,8 @@ impl Writer {
 }
 
 struct State {
+    /// The store's writer lock, held while this writer lives.
+    _lock: std::fs::File,
     path: PathBuf,
     sync: Sync,
     conn: Option<Connection>,
@@ -266,6 +270,36 @@ struct State {
     /// Checkpoints the log on a thread of its own.
     checkpoints: crate::checkpoint::Checkpointer,
     counters: Arc<Counters>,
+}
+
+/// Takes the store's writer lock (`audit.lock` beside it): two writers
+/// would each extend the chain from the same head and fork it. A writer
+/// that is just ending (a restart in the same process) gets two seconds
+/// to let go.
+fn lock(path: &Path) -> Result<std::fs::File, AuditError> {
+    let lock_path = path.with_extension("lock");
+    if let Some(dir) = lock_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir.display().to_string(), e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| AuditError::io(lock_path.display().to_string(), e))?;
+    veto_fsutil::private_file(&lock_path);
+    for _ in 0..40 {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(AuditError::io(lock_path.display().to_string(), e));
+            }
+        }
+    }
+    Err(AuditError::InUse(path.display().to_string()))
 }
 
 impl State {

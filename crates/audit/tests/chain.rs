@@ -391,3 +391,21 @@ async fn the_log_is_bounded_under_endless_commits() {
     let conn = open_ro(&path).unwrap();
     assert_eq!(verify(&conn).unwrap().unwrap().records, 20_000);
 }
+
+/// One store, one writer: a second `veto run` on the same --data would
+/// extend the chain from the same head and fork it. It is refused with a
+/// reason; once the first writer is gone, the store is free again.
+#[test]
+fn a_second_writer_on_one_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    let first = Writer::start(&path, Sync::Normal).unwrap();
+    let Err(e) = Writer::start(&path, Sync::Normal) else {
+        panic!("a second writer on one store was started");
+    };
+    assert!(matches!(e, veto_audit::AuditError::InUse(_)), "{e}");
+    assert!(e.to_string().contains("in use by another veto"), "{e}");
+    drop(first);
+    let again = Writer::start(&path, Sync::Normal);
+    assert!(again.is_ok(), "the store stays locked after its writer ended");
+}
