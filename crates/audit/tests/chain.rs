@@ -407,5 +407,8 @@ fn a_second_writer_on_one_store_is_refused() {
     assert!(e.to_string().contains("in use by another veto"), "{e}");
     drop(first);
     let again = Writer::start(&path, Sync::Normal);
-    assert!(again.is_ok(), "the store stays locked after its writer ended");
+    assert!(
+        again.is_ok(),
+        "the store stays locked after its writer ended"
+    );
 }

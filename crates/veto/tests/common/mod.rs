@@ -29,6 +29,8 @@ pub struct Veto {
     pub admin: SocketAddr,
     /// `--listen-tls`, when given.
     pub tls: Option<SocketAddr>,
+    /// The first `--transparent` listener, when given.
+    pub transparent: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub policy: PathBuf,
     pub stderr: Arc<Mutex<String>>,
@@ -72,8 +74,13 @@ impl Veto {
         let mut addr = None;
         let mut admin = None;
         let mut tls = None;
+        let mut transparent = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("veto: transparent listener on ") {
+                let at = rest.split([' ', ',']).next().unwrap();
+                transparent = transparent.or(Some(at.parse().unwrap()));
+            }
             if let Some(rest) = line.strip_prefix("veto: proxy TLS listener on https://") {
                 tls = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
             }
@@ -105,6 +112,7 @@ impl Veto {
             addr: addr.expect("veto run did not say where it listens"),
             admin: admin.expect("veto run did not say where its admin API listens"),
             tls,
+            transparent,
             dir,
             policy,
             stderr,
@@ -201,7 +209,13 @@ impl Drop for Veto {
 /// A plain HTTP/1.1 upstream on loopback that answers every request with
 /// what it saw, as JSON: method, target, headers. `delay` slows answers.
 pub fn http_upstream(delay: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    http_upstream_on("127.0.0.1:0", delay)
+}
+
+/// [`http_upstream`] on another address (one the test made, such as its
+/// own veth's).
+pub fn http_upstream_on(bind: &str, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {

@@ -16,8 +16,13 @@ pub struct Https {
 }
 
 pub fn https_upstream(names: &[&str]) -> Https {
+    https_upstream_on(names, "127.0.0.1:0")
+}
+
+/// [`https_upstream`] on another address.
+pub fn https_upstream_on(names: &[&str], bind: &str) -> Https {
     let (dir, cfg) = server_config(names, b"http/1.1");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
