@@ -22,6 +22,7 @@ pub mod host;
 mod index;
 mod load;
 mod load_rule;
+mod lookup;
 pub mod model;
 pub mod path;
 pub mod reference;
@@ -33,9 +34,11 @@ pub use decide::{
     By, Decision, Expired, Grants, NoGrants, Outcome, Request, Timestamp, format_time,
 };
 pub use host::{Host, HostError, HostPattern, HostRef, normalize_host};
+pub use lookup::Lookup;
 pub use load::{Diagnostic, load, parse_cidr, parse_duration};
 pub use model::{
-    BUILTIN_CLASSES, DataSet, Document, Effect, Intercept, Mode, Protocol, format_duration,
+    BUILTIN_CLASSES, DataSet, DnsRefusal, DnsRules, Document, Effect, Intercept, Mode, Protocol,
+    TunnelGuard, format_duration,
 };
 pub use path::{PathGlob, normalize_path};
 pub use reference::{Miss, Step};
@@ -55,6 +58,8 @@ pub struct Policy {
     /// through a service): only then can a lookup turn a default refusal
     /// into an allow.
     addr_allows: bool,
+    /// The ports a lookup is tried against (`lookup.rs`).
+    lookup_ports: Box<[u16]>,
 }
 
 fn addr_allows(doc: &Document) -> bool {
@@ -176,6 +181,7 @@ impl Policy {
         let policy = Policy {
             index: index::Index::build(&doc),
             addr_allows: addr_allows(&doc),
+            lookup_ports: lookup::ports(&doc),
             doc,
             hash,
             warnings,

@@ -196,6 +196,7 @@ impl Loader {
                 "defaults",
                 "tls",
                 "paths",
+                "dns",
                 "machines",
                 "services",
                 "detectors",
@@ -216,6 +217,7 @@ impl Loader {
         let defaults = self.defaults(f.get("defaults"));
         let intercept = self.tls(f.get("tls"));
         let paths = self.paths(f.get("paths"));
+        let dns = self.dns(f.get("dns"));
         let machines = f
             .get("machines")
             .map(|n| self.machines(n))
@@ -232,6 +234,7 @@ impl Loader {
             defaults: defaults?,
             intercept: intercept?,
             paths: paths?,
+            dns: dns?,
             machines,
             services,
             detectors,
@@ -316,6 +319,32 @@ impl Loader {
             r.escaped_slashes = self
                 .one_of(v, "escaped_slashes", &options)
                 .unwrap_or(r.escaped_slashes);
+        }
+        (self.errors.len() == before).then_some(r)
+    }
+
+    fn dns(&mut self, n: Option<&Node<'_>>) -> Option<DnsRules> {
+        let mut r = DnsRules::default();
+        let Some(n) = n else { return Some(r) };
+        let entries = self.map(n, "dns")?;
+        let f = self.fields(entries, "`dns`", &["tunnel_guard", "refuse"]);
+        let before = self.errors.len();
+        if let Some(v) = f.get("tunnel_guard") {
+            let options = [
+                ("off", TunnelGuard::Off),
+                ("report", TunnelGuard::Report),
+                ("enforce", TunnelGuard::Enforce),
+            ];
+            r.tunnel_guard = self
+                .one_of(v, "tunnel_guard", &options)
+                .unwrap_or(r.tunnel_guard);
+        }
+        if let Some(v) = f.get("refuse") {
+            let options = [
+                ("nxdomain", DnsRefusal::NxDomain),
+                ("refused", DnsRefusal::Refused),
+            ];
+            r.refuse = self.one_of(v, "refuse", &options).unwrap_or(r.refuse);
         }
         (self.errors.len() == before).then_some(r)
     }

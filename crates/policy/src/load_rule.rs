@@ -146,7 +146,7 @@ fn rule<'a>(
                 Some(pr) => set.insert(pr),
                 None => l.err(
                     p,
-                    format!("unknown protocol `{s}`: expected http, https, tls or tcp"),
+                    format!("unknown protocol `{s}`: expected http, https, tls, tcp or dns"),
                 ),
             }
         }

@@ -45,12 +45,47 @@ pub enum Intercept {
     Never,
 }
 
+/// The policy's `dns:` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsRules {
+    /// What the covert-channel guard does with lookups shaped like DNS
+    /// tunnelling: `report` (the default) records them as `would: deny`.
+    pub tunnel_guard: TunnelGuard,
+    /// How a refused lookup is answered.
+    pub refuse: DnsRefusal,
+}
+
+impl Default for DnsRules {
+    fn default() -> DnsRules {
+        DnsRules {
+            tunnel_guard: TunnelGuard::Report,
+            refuse: DnsRefusal::NxDomain,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelGuard {
+    Off,
+    Report,
+    Enforce,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsRefusal {
+    NxDomain,
+    Refused,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http,
     Https,
     Tls,
     Tcp,
+    /// A DNS lookup of the host (veto's DNS listener): decided by
+    /// [`crate::Policy::decide_lookup`].
+    Dns,
 }
 
 impl Protocol {
@@ -60,6 +95,7 @@ impl Protocol {
             "https" => Protocol::Https,
             "tls" => Protocol::Tls,
             "tcp" => Protocol::Tcp,
+            "dns" => Protocol::Dns,
             _ => return None,
         })
     }
@@ -69,10 +105,12 @@ impl Protocol {
             Protocol::Https => "https",
             Protocol::Tls => "tls",
             Protocol::Tcp => "tcp",
+            Protocol::Dns => "dns",
         }
     }
     /// `http` and `https` carry visible HTTP requests; `tls` and `tcp` are
-    /// tunnels veto decides without seeing inside.
+    /// tunnels veto decides without seeing inside; a `dns` lookup has no
+    /// method, path or data either.
     pub fn is_http(self) -> bool {
         matches!(self, Protocol::Http | Protocol::Https)
     }
@@ -98,6 +136,7 @@ impl Protocols {
             Protocol::Https,
             Protocol::Tls,
             Protocol::Tcp,
+            Protocol::Dns,
         ]
         .into_iter()
         .filter(move |p| self.contains(*p))
@@ -240,6 +279,8 @@ pub struct Document {
     pub intercept: Intercept,
     /// How request paths are put in the form that is matched and forwarded.
     pub paths: crate::target::PathRules,
+    /// How veto's DNS listener answers (`dns:`).
+    pub dns: DnsRules,
     pub machines: Vec<Machine>,
     pub services: Vec<Service>,
     pub detectors: Vec<Detector>,

@@ -45,6 +45,9 @@ pub struct Config {
     /// credentials (`None`: `anonymous`). `veto exec` sets it: its
     /// listener serves only the command it runs.
     pub listener_machine: Option<String>,
+    /// The name servers veto's resolver asks (`--dns-upstream`); empty:
+    /// the system's (`/etc/resolv.conf`).
+    pub dns_upstream: Vec<SocketAddr>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(30),
             transparent_machine: "anonymous".into(),
             listener_machine: None,
+            dns_upstream: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod coding;
 pub mod config;
 mod connect;
 mod dial;
+pub mod dns;
 mod forward;
 mod guard;
 mod head;
@@ -36,6 +37,7 @@ pub mod sni;
 mod splice;
 pub mod state;
 pub mod transparent;
+mod tunnel_guard;
 
 pub use config::{Config, parse_resolve};
 

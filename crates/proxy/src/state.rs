@@ -281,6 +281,10 @@ pub struct Shared {
     pub grants: GrantBook,
     /// Whose turn it is to change the policy in force (`owner.rs`).
     pub(crate) owner: tokio::sync::Mutex<()>,
+    /// Addresses veto's DNS listener answered, by name (`dns.rs`).
+    pub remembered: crate::dns::Remembered,
+    /// The DNS covert-channel guard's counts (`tunnel_guard.rs`).
+    pub(crate) tunnel: crate::tunnel_guard::Windows,
     /// Set when a CA is configured: tunnels may be opened for inspection.
     pub intercept: Option<crate::intercept::Interceptor>,
 }
@@ -293,7 +297,11 @@ impl Shared {
         own_addr: std::net::SocketAddr,
         intercept: Option<crate::intercept::Interceptor>,
     ) -> Arc<Shared> {
-        let resolver = Resolver::system(config.resolve.clone());
+        let resolver = if config.dns_upstream.is_empty() {
+            Resolver::system(config.resolve.clone())
+        } else {
+            Resolver::with_servers(config.resolve.clone(), &config.dns_upstream)
+        };
         let grants = GrantBook::default();
         let _ = grants.loaded(&active.policy, active.loaded_at);
         let client = crate::forward::client(&config);
@@ -308,6 +316,8 @@ impl Shared {
             metrics: crate::metrics::Metrics::default(),
             grants,
             owner: tokio::sync::Mutex::new(()),
+            remembered: crate::dns::Remembered::default(),
+            tunnel: crate::tunnel_guard::Windows::default(),
             intercept,
         })
     }

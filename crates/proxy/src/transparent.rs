@@ -7,7 +7,8 @@
 //!   (`SO_ORIGINAL_DST`, IPv4 and IPv6); a connection that was not
 //!   redirected has none and is refused;
 //! - the name comes from what the client sends first: the TLS server name,
-//!   or the `Host` of an HTTP request; with neither, the destination is its
+//!   or the `Host` of an HTTP request; with neither, the name veto's DNS
+//!   listener last answered that address for; else the destination is its
 //!   address;
 //! - a claimed name must resolve to the address the client connected to:
 //!   otherwise any allowed name could front for any address (refused as
@@ -158,7 +159,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     let port = dst.port();
     let named = match (&hello, crate::head::http_start(&first)) {
         (_, Start::Yes) => {
-            let host = host_of_head(&first).unwrap_or(Host::Ip(dst.ip()));
+            let host = host_of_head(&first)
+                .or_else(|| {
+                    let n = shared.remembered.name_of(dst.ip())?;
+                    normalize_host(&n).ok()
+                })
+                .unwrap_or(Host::Ip(dst.ip()));
             let o = crate::intercept::Opened {
                 shared: shared.clone(),
                 host,
@@ -174,15 +180,22 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         (Hello::Tls(Some(name)), _) => normalize_host(name).ok(),
         _ => None,
     };
+    // No name of its own: the one veto's DNS answered this address for, if
+    // it did (bound to the address by veto itself: nothing to check).
+    let recalled = match named {
+        None => shared
+            .remembered
+            .name_of(dst.ip())
+            .and_then(|n| normalize_host(&n).ok()),
+        Some(_) => None,
+    };
     let active = shared.policy.load_full();
     let hash = active.policy.hash().to_string();
-    let mut t = Tunnel::new(
-        &shared,
-        active,
-        named.clone().unwrap_or(Host::Ip(dst.ip())),
-        port,
-        &ctx.machine,
-    );
+    let host = named
+        .clone()
+        .or(recalled)
+        .unwrap_or(Host::Ip(dst.ip()));
+    let mut t = Tunnel::new(&shared, active, host, port, &ctx.machine);
     t.ips = vec![dst.ip()];
     let protocol = match hello {
         Hello::Tls(_) => Protocol::Tls,

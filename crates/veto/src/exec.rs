@@ -10,7 +10,7 @@
 
 use crate::netns::{self, Netns};
 use crate::run::{Bound, RunArgs};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 pub struct ExecArgs {
     /// The command and its arguments.
@@ -33,7 +33,7 @@ pub fn default_machine(command: &[String]) -> String {
 }
 
 /// The listeners inside the namespace: the proxy on 127.0.0.1, the
-/// transparent listener on 127.0.0.1 and, where IPv6 is on, ::1.
+/// transparent listener and DNS on 127.0.0.1 and, where IPv6 is on, ::1.
 fn bind_inside(ns: &Netns) -> Result<Bound, String> {
     ns.inside(|| {
         let plain = TcpListener::bind((Ipv4Addr::LOCALHOST, netns::PROXY_PORT))
@@ -45,7 +45,22 @@ fn bind_inside(ns: &Netns) -> Result<Bound, String> {
         if let Ok(l) = TcpListener::bind((Ipv6Addr::LOCALHOST, netns::TRANSPARENT_PORT)) {
             transparent.push(l);
         }
-        Ok(Bound { plain, transparent })
+        let dns_on = |ip: std::net::IpAddr| {
+            let at = SocketAddr::new(ip, netns::DNS_PORT);
+            Ok::<_, std::io::Error>((UdpSocket::bind(at)?, TcpListener::bind(at)?))
+        };
+        let mut dns = vec![
+            dns_on(Ipv4Addr::LOCALHOST.into())
+                .map_err(|e| format!("cannot listen for DNS in the namespace: {e}"))?,
+        ];
+        if let Ok(pair) = dns_on(Ipv6Addr::LOCALHOST.into()) {
+            dns.push(pair);
+        }
+        Ok(Bound {
+            plain,
+            transparent,
+            dns,
+        })
     })?
 }
 

@@ -33,6 +33,8 @@ pub struct RunArgs {
     pub tls_name: Option<String>,
     /// `--transparent`: listeners for connections the kernel redirects.
     pub transparent: Vec<SocketAddr>,
+    /// `--dns`: where veto answers DNS (UDP and TCP).
+    pub dns: Vec<SocketAddr>,
     /// Listeners made beforehand (`veto exec` makes them inside its
     /// namespace); then `listen` and `transparent` are not bound here.
     pub bound: Option<Bound>,
@@ -49,12 +51,6 @@ pub struct RunArgs {
     pub config: Config,
 }
 
-/// Listeners made before `run`, as std sockets.
-pub struct Bound {
-    pub plain: std::net::TcpListener,
-    pub transparent: Vec<std::net::TcpListener>,
-}
-
 /// A line on stdout about what veto is doing, unless told to be quiet.
 macro_rules! announce {
     ($args:expr, $($t:tt)*) => {
@@ -62,6 +58,51 @@ macro_rules! announce {
             println!($($t)*);
         }
     };
+}
+
+/// Listeners made before `run`, as std sockets.
+pub struct Bound {
+    pub plain: std::net::TcpListener,
+    pub transparent: Vec<std::net::TcpListener>,
+    /// DNS over UDP and TCP, in pairs.
+    pub dns: Vec<(std::net::UdpSocket, std::net::TcpListener)>,
+}
+
+/// Serves DNS on each pair until the tasks are aborted.
+fn serve_dns(
+    pairs: Vec<(tokio::net::UdpSocket, tokio::net::TcpListener)>,
+    shared: &Arc<Shared>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (udp, tcp) in pairs {
+        tasks.push(tokio::spawn(veto_proxy::dns::serve_udp(udp, shared.clone())));
+        tasks.push(tokio::spawn(veto_proxy::dns::serve_tcp(tcp, shared.clone())));
+    }
+    tasks
+}
+
+/// Binds `--dns` addresses, UDP and TCP on each.
+async fn bind_dns(
+    args: &RunArgs,
+) -> Result<Vec<(tokio::net::UdpSocket, tokio::net::TcpListener)>, String> {
+    let mut pairs = Vec::new();
+    for addr in &args.dns {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (DNS over UDP): {e}"))?;
+        // The same port for TCP (a port 0 asks for one, then uses it).
+        let at = udp.local_addr().map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| format!("cannot listen on {at} (DNS over TCP): {e}"))?;
+        announce!(
+            args,
+            "veto: DNS listener on {at} (UDP and TCP), as machine `{}`",
+            args.config.transparent_machine
+        );
+        pairs.push((udp, tcp));
+    }
+    Ok(pairs)
 }
 
 /// Where the policy comes from.
@@ -335,8 +376,20 @@ pub async fn run(mut args: RunArgs) -> Result<(), String> {
     let key = veto_audit::signing::load_or_create(&args.data).map_err(|e| e.to_string())?;
     let writer = Writer::start_signed(&db, args.sync, Some(key)).map_err(|e| e.to_string())?;
     let bound = args.bound.take();
+    let mut dns = Vec::new();
     let (listener, mut transparent) = match bound {
         Some(b) => {
+            for (udp, tcp) in b.dns {
+                let udp = udp
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UdpSocket::from_std(udp))
+                    .map_err(|e| format!("cannot use a DNS socket made beforehand: {e}"))?;
+                let tcp = tcp
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(tcp))
+                    .map_err(|e| format!("cannot use a DNS socket made beforehand: {e}"))?;
+                dns.push((udp, tcp));
+            }
             let tokio_listener = |l: std::net::TcpListener| {
                 l.set_nonblocking(true)
                     .and_then(|()| tokio::net::TcpListener::from_std(l))
@@ -357,6 +410,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), String> {
     };
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let tls = tls_listener(&args).await?;
+    dns.extend(bind_dns(&args).await?);
     for addr in &args.transparent {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -502,10 +556,14 @@ pub async fn run(mut args: RunArgs) -> Result<(), String> {
         tls,
         transparent,
     };
+    let dns_tasks = serve_dns(dns, &shared);
     if let Some(ready) = args.ready.take() {
         let _ = ready.send(());
     }
     veto_proxy::serve(listeners, shared, shutdown).await;
+    for t in dns_tasks {
+        t.abort();
+    }
     // Uses seen since the last batch: written before veto exits.
     if let Some(identities) = &identities {
         identities.flush().await;

@@ -101,7 +101,11 @@ rules:
     effect: allow
     to: { hosts: [tls.test] }
     reason: the test's TLS upstream
-";
+  - id: upstream-names
+    effect: allow
+    to: { hosts: [web2.test, \"*.web2.test\"] }
+    reason: names the test's own name server knows
+DNS";
 
 struct Lab {
     out: Outside,
@@ -111,9 +115,16 @@ struct Lab {
 
 impl Lab {
     fn new() -> Option<Lab> {
+        Lab::with_dns("")
+    }
+
+    /// With the policy's `dns:` section set to `dns` (YAML).
+    fn with_dns(dns: &str) -> Option<Lab> {
         let out = Outside::new()?;
         let dir = tempfile::tempdir().unwrap();
-        let policy = POLICY.replace("ADDR", &out.ip.to_string());
+        let policy = POLICY
+            .replace("ADDR", &out.ip.to_string())
+            .replace("DNS", dns);
         std::fs::write(dir.path().join("veto.yaml"), policy).unwrap();
         let web = common::http_upstream_on(&format!("{}:0", out.ip), Duration::ZERO);
         Some(Lab { out, dir, web })
@@ -407,4 +418,155 @@ fn a_connection_not_redirected_is_refused_and_recorded() {
             .iter()
             .any(|r| r["machine"] == "lab" && r["decision"] == "deny")
     }));
+}
+
+/// The query names a name server was asked, lower-cased.
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Reads a query's name and type; `None` if it is not one.
+fn question(q: &[u8]) -> Option<(String, usize, u16)> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let n = usize::from(*q.get(at)?);
+        at += 1;
+        if n == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(at..at + n)?).to_ascii_lowercase());
+        at += n;
+    }
+    let ty = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
+    Some((labels.join("."), at + 4, ty))
+}
+
+/// The upstream name server veto is told to ask (`--dns-upstream`), on the
+/// test's own veth address: `web2.test` is that address, every other name
+/// does not exist; every query it gets is noted.
+fn name_server(ip: Ipv4Addr) -> (SocketAddr, Asked) {
+    let sock = UdpSocket::bind((ip, 0)).unwrap();
+    let at = sock.local_addr().unwrap();
+    let asked = Asked::default();
+    let noted = asked.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let q = &buf[..n];
+            let Some((name, end, ty)) = question(q) else {
+                continue;
+            };
+            noted.lock().unwrap().push(name.clone());
+            let known = name == "web2.test";
+            let mut r = q[..end].to_vec();
+            r[2] = 0x81 | (q[2] & 0x01);
+            r[3] = if known { 0x80 } else { 0x83 };
+            r[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+            if known && ty == 1 {
+                r[7] = 1;
+                r.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend(ip.octets());
+            }
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    (at, asked)
+}
+
+/// DNS inside `veto exec` is veto's: an allowed name is resolved by veto
+/// (through the upstream it is given), a name no rule could allow gets
+/// NXDOMAIN and is never asked upstream, and every lookup is recorded.
+/// A connection that carries no name is named by the lookup that found
+/// its address.
+#[test]
+fn dns_is_decided_and_refused_names_never_leave() {
+    let Some(lab) = Lab::new() else { return };
+    let (ns, asked) = name_server(lab.out.ip);
+    let port = lab.web.port();
+    let script = format!(
+        "getent ahostsv4 web2.test | head -1; echo \"allowed=$?\"; \
+         getent hosts secret-data.evil.test; echo \"refused=$?\"; \
+         getent hosts aws.metadata.test; echo \"refused=$?\"; \
+         exec 3<>/dev/tcp/web2.test/{port} && printf 'PING\\r\\n' >&3; exec 3<&-; echo sent"
+    );
+    let (code, out, err) = lab.exec(&["--dns-upstream", &ns.to_string()], &["bash", "-c", &script]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("{} ", lab.out.ip)), "{out}");
+    assert!(out.contains("allowed=0") && out.contains("refused=2"), "{out}");
+    let asked = asked.lock().unwrap().clone();
+    assert!(asked.iter().any(|n| n == "web2.test"), "{asked:?}");
+    assert!(
+        !asked.iter().any(|n| n.contains("evil") || n.contains("metadata")),
+        "a refused name was asked upstream: {asked:?}"
+    );
+    let r = lab.records();
+    let dns: Vec<_> = r.iter().filter(|r| r["protocol"] == "dns").collect();
+    assert!(
+        dns.iter().any(|r| r["host"] == "secret-data.evil.test"
+            && r["decision"] == "deny"
+            && r["rule"] == "default"
+            && r["machine"] == "bash"),
+        "{dns:?}"
+    );
+    assert!(
+        dns.iter().any(|r| r["host"] == "web2.test"
+            && r["decision"] == "allow"
+            && r["method"] == "A"
+            && r["ips"][0] == lab.out.ip.to_string()),
+        "{dns:?}"
+    );
+    // The raw TCP connection sent no name; the lookup named it.
+    assert!(
+        r.iter().any(|r| r["protocol"] == "tcp"
+            && r["host"] == "web2.test"
+            && r["rule"] == "upstream-names"),
+        "{r:?}"
+    );
+}
+
+/// A burst of lookups shaped like DNS tunnelling (many names under one
+/// domain, long encoded labels): flagged in report mode (recorded as
+/// `would: deny`, still answered), refused when the policy enforces it.
+#[test]
+fn a_tunnelling_burst_is_flagged_then_refused() {
+    let burst = "for i in $(seq 1 70); do getent hosts q$i.web2.test >/dev/null; done; \
+                 getent hosts mzxw6ytboi4tqojzgaytcmrtgq2tmnzyhe3dmnrwmzxw6ytboi4tqoj.web2.test; true";
+    let Some(lab) = Lab::new() else { return };
+    let (ns, asked) = name_server(lab.out.ip);
+    let (code, _, err) = lab.exec(&["--dns-upstream", &ns.to_string()], &["bash", "-c", burst]);
+    assert_eq!(code, 0, "{err}");
+    let r = lab.records();
+    let flagged: Vec<_> = r
+        .iter()
+        .filter(|r| r["protocol"] == "dns" && r["would"] == "deny")
+        .collect();
+    assert!(!flagged.is_empty(), "report mode flagged nothing: {r:?}");
+    assert!(flagged.iter().all(|r| r["decision"] == "allow"));
+    assert!(
+        flagged
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap().contains("looks like DNS tunnelling")),
+        "{flagged:?}"
+    );
+    let reported = asked.lock().unwrap().len();
+    assert!(reported > 70, "report mode still answers: {reported}");
+
+    let Some(lab) = Lab::with_dns("dns: { tunnel_guard: enforce }") else {
+        return;
+    };
+    let (ns, asked) = name_server(lab.out.ip);
+    let (code, _, err) = lab.exec(&["--dns-upstream", &ns.to_string()], &["bash", "-c", burst]);
+    assert_eq!(code, 0, "{err}");
+    let r = lab.records();
+    let refused: Vec<_> = r.iter().filter(|r| r["rule"] == "dns-tunnel").collect();
+    assert!(!refused.is_empty(), "{r:?}");
+    assert!(refused.iter().all(|r| r["decision"] == "deny"));
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        !asked.iter().any(|n| n.starts_with("mzxw6")),
+        "an encoded label left: {asked:?}"
+    );
+    assert!(!asked.iter().any(|n| n == "q70.web2.test"), "{asked:?}");
 }

@@ -16,6 +16,10 @@ pub(crate) struct ExecCli {
     /// Answer HOST with ADDR instead of asking DNS (repeatable), as curl's --resolve.
     #[arg(long = "resolve", value_name = "HOST=ADDR")]
     pub(crate) resolve: Vec<String>,
+    /// Ask these name servers (IP:PORT, repeatable) instead of the
+    /// system's resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub(crate) dns_upstream: Vec<std::net::SocketAddr>,
     /// How hard an audit commit waits for the disk.
     #[arg(long = "audit-sync", default_value = "normal", value_parser = ["normal", "full"])]
     pub(crate) audit_sync: String,
@@ -45,6 +49,7 @@ pub(crate) fn exec(a: ExecCli) -> Result<ExitCode> {
         let (host, ip) = veto_proxy::parse_resolve(r).map_err(anyhow::Error::msg)?;
         config.resolve.entry(host).or_default().push(ip);
     }
+    config.dns_upstream.clone_from(&a.dns_upstream);
     config.peek_timeout = a.peek_timeout;
     config.connect_timeout = a.connect_timeout;
     let machine = a
@@ -61,6 +66,7 @@ pub(crate) fn exec(a: ExecCli) -> Result<ExitCode> {
         client_id_cn: false,
         tls_name: None,
         transparent: Vec::new(),
+        dns: Vec::new(),
         bound: None,
         ready: None,
         stop: None,

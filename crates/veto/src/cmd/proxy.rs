@@ -18,6 +18,10 @@ pub(crate) struct RunCli {
     /// Answer HOST with ADDR instead of asking DNS (repeatable), as curl's --resolve.
     #[arg(long = "resolve", value_name = "HOST=ADDR")]
     pub(crate) resolve: Vec<String>,
+    /// Ask these name servers (IP:PORT, repeatable) instead of the
+    /// system's resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub(crate) dns_upstream: Vec<std::net::SocketAddr>,
     /// How hard an audit commit waits for the disk: normal survives a killed
     /// process; full also survives power loss, at a cost.
     #[arg(long = "audit-sync", default_value = "normal", value_parser = ["normal", "full"])]
@@ -84,8 +88,13 @@ pub(crate) struct RunCli {
     /// `redirect`), from programs that ignore proxy variables (repeatable).
     #[arg(long = "transparent", value_name = "ADDR")]
     pub(crate) transparent: Vec<std::net::SocketAddr>,
-    /// The machine connections on the transparent listener are decided and
-    /// recorded as (they send no credentials).
+    /// Also answer DNS here (UDP and TCP), every lookup decided by the
+    /// policy: refused names are never asked upstream (repeatable).
+    #[arg(long = "dns", value_name = "ADDR")]
+    pub(crate) dns: Vec<std::net::SocketAddr>,
+    /// The machine connections on the transparent listener, and lookups on
+    /// the DNS listener, are decided and recorded as (they send no
+    /// credentials).
     #[arg(
         long = "transparent-machine",
         value_name = "NAME",
@@ -121,6 +130,7 @@ pub(crate) fn run_proxy(a: RunCli, agent: Option<veto::agent::AgentArgs>) -> Res
         let (host, ip) = veto_proxy::parse_resolve(r).map_err(anyhow::Error::msg)?;
         config.resolve.entry(host).or_default().push(ip);
     }
+    config.dns_upstream.clone_from(&a.dns_upstream);
     config.inspect_limit = a.inspect_limit;
     config.header_timeout = a.header_timeout;
     config.body_timeout = a.body_timeout;
@@ -143,6 +153,7 @@ pub(crate) fn run_proxy(a: RunCli, agent: Option<veto::agent::AgentArgs>) -> Res
         client_id_cn: a.client_id == "cn",
         tls_name: a.tls_name,
         transparent: a.transparent,
+        dns: a.dns,
         bound: None,
         ready: None,
         stop: None,
