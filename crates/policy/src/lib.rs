@@ -34,8 +34,8 @@ pub use decide::{
     By, Decision, Expired, Grants, NoGrants, Outcome, Request, Timestamp, format_time,
 };
 pub use host::{Host, HostError, HostPattern, HostRef, normalize_host};
-pub use lookup::Lookup;
 pub use load::{Diagnostic, load, parse_cidr, parse_duration};
+pub use lookup::Lookup;
 pub use model::{
     BUILTIN_CLASSES, DataSet, DnsRefusal, DnsRules, Document, Effect, Intercept, Mode, Protocol,
     TunnelGuard, format_duration,

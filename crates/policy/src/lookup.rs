@@ -18,8 +18,11 @@
 //!    name reached that way needs a rule naming it (or a `dns` rule).
 //! 3. If every such connection is refused by name, so is the lookup, by
 //!    the decision of the first one tried (TLS on 443).
+//!
+//! The ports tried are those of rules and services: `ports` of a rule's
+//! `to` and of services.
 
-use crate::decide::{By, Decision, Grants, Request};
+use crate::decide::{By, Decision, Grants, Outcome, Request};
 use crate::model::{Document, Effect, Protocol};
 
 /// The ports a lookup is tried against: 443, 80, then every port a rule
@@ -30,6 +33,7 @@ pub(crate) fn ports(doc: &Document) -> Box<[u16]> {
         .rules
         .iter()
         .filter_map(|r| r.to.as_ref()?.ports.as_ref())
+        .chain(doc.services.iter().filter_map(|s| s.ports.as_ref()))
         .flatten();
     for p in named {
         if ports.len() >= 32 {
@@ -42,15 +46,21 @@ pub(crate) fn ports(doc: &Document) -> Box<[u16]> {
     ports.into_boxed_slice()
 }
 
-/// Whether a connection decided by its name alone (no addresses) is
-/// refused whatever it would resolve to, for a lookup: as
-/// [`crate::Policy::refused_by_name`], except that the default refuses
-/// even when an allow rule matches by address (`cidrs`). Such a rule allows
-/// connections to addresses; it does not make every name worth asking
-/// about, or every query a name server would see a channel out.
-fn refused_by_name(d: &Decision) -> bool {
-    let final_refusal = matches!(d.applied.by, By::Rule(_) | By::PrivateNetwork(..) | By::Default);
-    d.applied.effect == Effect::Deny && d.shadow.effect == Effect::Deny && final_refusal
+/// Whether an outcome made with no addresses refuses a connection whatever
+/// it would resolve to, for a lookup: as [`crate::Policy::refused_by_name`],
+/// except that the default refuses even when an allow rule matches by
+/// address (`cidrs`). Such a rule allows connections to addresses; it does
+/// not make every name worth asking about, or every query a name server
+/// would see a channel out.
+/// A default refusal of a tunnel with a rule that would decide the
+/// requests inside (`inspect`) is not final either: veto may open it.
+fn refuses(o: &Outcome, inspect: Option<u32>) -> bool {
+    o.effect == Effect::Deny
+        && match o.by {
+            By::Rule(_) | By::PrivateNetwork(..) => true,
+            By::Default => inspect.is_none(),
+            By::Unseen(_) => false,
+        }
 }
 
 /// A lookup's decision.
@@ -58,12 +68,29 @@ fn refused_by_name(d: &Decision) -> bool {
 pub struct Lookup {
     /// Whether the name is resolved and answered.
     pub answered: bool,
+    /// `Some(Deny)`: answered only because the rules that would refuse it
+    /// are in report mode.
+    pub would: Option<Effect>,
     /// The decision that settled it, and the protocol and port of the
     /// request it was made for (`dns` and 53 when a rule named the
     /// lookup itself).
     pub decision: Decision,
     pub protocol: Protocol,
     pub port: u16,
+    /// What names the lookup's decision: the decision's, or the rule that
+    /// would decide the requests inside a tunnel veto may open.
+    pub by: By,
+}
+
+impl Lookup {
+    /// `allow` when answered, else `deny`.
+    pub fn effect(&self) -> Effect {
+        if self.answered {
+            Effect::Allow
+        } else {
+            Effect::Deny
+        }
+    }
 }
 
 impl crate::Policy {
@@ -82,12 +109,18 @@ impl crate::Policy {
         if matches!(d.applied.by, By::Rule(_)) {
             return Lookup {
                 answered: d.applied.effect != Effect::Deny,
+                would: d.would(),
                 decision: d,
                 protocol: Protocol::Dns,
                 port: 53,
+                by: d.named().by,
             };
         }
-        let mut first: Option<Lookup> = None;
+        // A connection allowed in full answers the lookup; one allowed only
+        // by report mode answers it as `would: deny`; else the first
+        // refusal (TLS on 443) is the lookup's.
+        let mut reported: Option<Lookup> = None;
+        let mut refused: Option<Lookup> = None;
         for protocol in [Protocol::Tls, Protocol::Http, Protocol::Tcp] {
             for &port in self.lookup_ports.iter() {
                 let view = Request {
@@ -96,24 +129,79 @@ impl crate::Policy {
                     ..dns
                 };
                 let d = self.decide(&view, grants);
-                let l = Lookup {
-                    answered: !refused_by_name(&d),
+                let by = match (d.applied.by, d.inspect) {
+                    (By::Default, Some(rule)) => By::Rule(rule),
+                    _ => d.named().by,
+                };
+                let l = |answered, would| Lookup {
+                    answered,
+                    would,
                     decision: d,
                     protocol,
                     port,
+                    by,
                 };
-                if l.answered {
-                    return l;
+                match (
+                    refuses(&d.applied, d.inspect),
+                    refuses(&d.shadow, d.inspect),
+                ) {
+                    (false, false) => return l(true, None),
+                    (false, true) => {
+                        reported.get_or_insert(l(true, Some(Effect::Deny)));
+                    }
+                    (true, _) => {
+                        refused.get_or_insert(l(false, None));
+                    }
                 }
-                first.get_or_insert(l);
             }
         }
-        // At least one port (443) was tried.
-        first.unwrap_or(Lookup {
+        reported.or(refused).unwrap_or(Lookup {
             answered: false,
+            would: None,
             decision: d,
             protocol: Protocol::Dns,
             port: 53,
+            by: d.named().by,
         })
+    }
+
+    /// Why a lookup was decided as it was, for its record and for
+    /// `veto policy test`.
+    pub fn lookup_reason(&self, l: &Lookup, req: &Request<'_>) -> String {
+        let view = Request {
+            protocol: l.protocol,
+            port: l.port,
+            ips: &[],
+            method: "",
+            path: "",
+            ..*req
+        };
+        let reason = self.reason(&l.decision, &view);
+        if l.protocol == Protocol::Dns {
+            return reason;
+        }
+        if !l.answered {
+            return format!(
+                "not looked up: no connection to `{}` could be allowed ({reason})",
+                req.host
+            );
+        }
+        let why = match (l.by, l.decision.named().by) {
+            (By::Rule(i), By::Default) => {
+                let r = &self.document().rules[i as usize];
+                format!(
+                    "rule `{}` decides the requests inside, if veto opens the tunnel: {}",
+                    r.id,
+                    r.reason.as_deref().unwrap_or("")
+                )
+            }
+            _ => reason,
+        };
+        format!(
+            "looked up: a {} connection to {}:{} could be allowed ({why})",
+            l.protocol.as_str(),
+            req.host,
+            l.port
+        )
     }
 }

@@ -176,7 +176,13 @@ async fn answer(shared: &Shared, query: &[u8], peer: SocketAddr, udp: bool) -> O
     }
     let code = match (q.metadata.op_code, q.queries.as_slice()) {
         (OpCode::Query, [question]) if question.query_class() == DNSClass::IN => {
-            lookup(shared, question.name().to_ascii(), question.query_type(), &mut resp).await
+            lookup(
+                shared,
+                question.name().to_ascii(),
+                question.query_type(),
+                &mut resp,
+            )
+            .await
         }
         (OpCode::Query, [_]) => ResponseCode::Refused,
         (OpCode::Query, _) => ResponseCode::FormErr,
@@ -194,7 +200,12 @@ async fn answer(shared: &Shared, query: &[u8], peer: SocketAddr, udp: bool) -> O
 }
 
 /// Decides, records and resolves one question; fills the answers.
-async fn lookup(shared: &Shared, name: String, qtype: RecordType, resp: &mut Message) -> ResponseCode {
+async fn lookup(
+    shared: &Shared,
+    name: String,
+    qtype: RecordType,
+    resp: &mut Message,
+) -> ResponseCode {
     let mut ctx = Ctx::new();
     ctx.machine.clone_from(&shared.config.transparent_machine);
     let active = shared.policy.load_full();
@@ -229,46 +240,23 @@ async fn lookup(shared: &Shared, name: String, qtype: RecordType, resp: &mut Mes
         now: ctx.now_secs(),
     };
     let l = active.policy.decide_lookup(&req, &shared.grants);
-    let view = veto_policy::Request {
-        protocol: l.protocol,
-        port: l.port,
-        ..req
+    let mut verdict = Verdict {
+        effect: l.effect(),
+        would: l.would,
+        rule: active.policy.rule_id(l.by).to_string(),
+        reason: active.policy.lookup_reason(&l, &req),
     };
-    let mut verdict = Verdict::of(shared, &active, &view, &l.decision);
     let guard = crate::tunnel_guard::check(shared, &active, &ctx.machine, &host, qtype);
-    if l.protocol != veto_policy::Protocol::Dns {
-        verdict.reason = if l.answered {
-            format!(
-                "looked up: a {} connection to {host}:{} could be allowed ({})",
-                l.protocol.as_str(),
-                l.port,
-                verdict.reason
-            )
+    // The guard weighs only what would be asked upstream.
+    if let Some(flag) = guard.filter(|_| l.answered) {
+        if flag.enforced {
+            verdict.effect = Effect::Deny;
+            verdict.would = None;
+            verdict.rule = "dns-tunnel".into();
+            verdict.reason = flag.why;
         } else {
-            format!(
-                "not looked up: no connection to `{host}` could be allowed ({})",
-                verdict.reason
-            )
-        };
-    }
-    verdict.effect = if l.answered {
-        Effect::Allow
-    } else {
-        Effect::Deny
-    };
-    if let Some(flag) = guard {
-        match flag.enforced {
-            true if l.answered => {
-                verdict.effect = Effect::Deny;
-                verdict.would = None;
-                verdict.rule = "dns-tunnel".into();
-                verdict.reason = flag.why;
-            }
-            false if l.answered => {
-                verdict.would = Some(Effect::Deny);
-                verdict.reason = format!("{}; report mode: {}", verdict.reason, flag.why);
-            }
-            _ => {}
+            verdict.would = Some(Effect::Deny);
+            verdict.reason = format!("{}; report mode: {}", verdict.reason, flag.why);
         }
     }
     if verdict.effect == Effect::Deny {
@@ -296,9 +284,16 @@ async fn lookup(shared: &Shared, name: String, qtype: RecordType, resp: &mut Mes
         })
         .collect();
     let dns_lookup = !shared.resolver.overrides(&host);
-    if phase::audit(shared, &ctx, &hash, seen(&host, &qtype_text, &ips, dns_lookup), &verdict, None)
-        .await
-        .is_err()
+    if phase::audit(
+        shared,
+        &ctx,
+        &hash,
+        seen(&host, &qtype_text, &ips, dns_lookup),
+        &verdict,
+        None,
+    )
+    .await
+    .is_err()
     {
         return ResponseCode::ServFail;
     }

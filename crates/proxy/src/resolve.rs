@@ -54,7 +54,9 @@ impl Resolver {
             .collect();
         let config = ResolverConfig::from_name_servers(ns);
         let provider = hickory_resolver::net::runtime::TokioRuntimeProvider::default();
-        let dns = TokioResolver::builder_with_config(config, provider).build().ok();
+        let dns = TokioResolver::builder_with_config(config, provider)
+            .build()
+            .ok();
         Resolver {
             overrides: Arc::new(overrides),
             dns,
@@ -114,7 +116,8 @@ impl Resolver {
         use hickory_resolver::proto::rr::{Name, RData, Record, RecordType, rdata};
         let fqdn = format!("{host}.");
         if let Some(ips) = self.overrides.get(host) {
-            let name = Name::from_ascii(&fqdn).map_err(|e| ResolveError::Failed(host.into(), e.to_string()))?;
+            let name = Name::from_ascii(&fqdn)
+                .map_err(|e| ResolveError::Failed(host.into(), e.to_string()))?;
             let records: Vec<Record> = ips
                 .iter()
                 .filter_map(|ip| match (ip, qtype) {

@@ -191,10 +191,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     };
     let active = shared.policy.load_full();
     let hash = active.policy.hash().to_string();
-    let host = named
-        .clone()
-        .or(recalled)
-        .unwrap_or(Host::Ip(dst.ip()));
+    let host = named.clone().or(recalled).unwrap_or(Host::Ip(dst.ip()));
     let mut t = Tunnel::new(&shared, active, host, port, &ctx.machine);
     t.ips = vec![dst.ip()];
     let protocol = match hello {

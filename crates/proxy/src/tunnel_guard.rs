@@ -40,10 +40,14 @@ pub struct Flag {
 #[derive(Default)]
 pub struct Windows(Mutex<Counts>);
 
+/// A machine and a domain under which it looks names up.
+type Under = (Box<str>, Box<str>);
+/// When a window began, and the names seen in it (their hashes).
+type Seen = (Instant, HashSet<u64>);
+
 #[derive(Default)]
 struct Counts {
-    /// (machine, domain) → names seen in the window (their hashes).
-    unique: HashMap<(Box<str>, Box<str>), (Instant, HashSet<u64>)>,
+    unique: HashMap<Under, Seen>,
     /// machine → TXT/NULL/ANY lookups in the window.
     bulk: HashMap<Box<str>, (Instant, u32)>,
 }
@@ -191,7 +195,10 @@ mod tests {
             let name = format!("n{i}.tunnel.example");
             assert_eq!(w.counts("m", &name, RecordType::A), None, "{name}");
         }
-        assert!(w.counts("m", "last.tunnel.example", RecordType::A).is_some());
+        assert!(
+            w.counts("m", "last.tunnel.example", RecordType::A)
+                .is_some()
+        );
         // Another machine has its own window; repeats are not new names.
         assert_eq!(w.counts("other", "n0.tunnel.example", RecordType::A), None);
         let w = Windows::default();
@@ -204,7 +211,10 @@ mod tests {
     fn a_flood_of_txt_lookups_is_flagged() {
         let w = Windows::default();
         for i in 0..BULK_PER_MINUTE {
-            assert_eq!(w.counts("m", &format!("t{i}.example.org"), RecordType::TXT), None);
+            assert_eq!(
+                w.counts("m", &format!("t{i}.example.org"), RecordType::TXT),
+                None
+            );
         }
         assert!(w.counts("m", "x.example.org", RecordType::TXT).is_some());
     }

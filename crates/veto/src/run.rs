@@ -75,8 +75,14 @@ fn serve_dns(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (udp, tcp) in pairs {
-        tasks.push(tokio::spawn(veto_proxy::dns::serve_udp(udp, shared.clone())));
-        tasks.push(tokio::spawn(veto_proxy::dns::serve_tcp(tcp, shared.clone())));
+        tasks.push(tokio::spawn(veto_proxy::dns::serve_udp(
+            udp,
+            shared.clone(),
+        )));
+        tasks.push(tokio::spawn(veto_proxy::dns::serve_tcp(
+            tcp,
+            shared.clone(),
+        )));
     }
     tasks
 }

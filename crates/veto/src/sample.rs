@@ -102,6 +102,22 @@ impl Sample {
         })
     }
 
+    /// A DNS lookup of a name, as veto's DNS listener decides it.
+    pub fn from_lookup(machine: &str, name: &str) -> Result<Sample, SampleError> {
+        Ok(Sample {
+            machine: machine.into(),
+            protocol: Protocol::Dns,
+            host: normalize_host(name.trim_end_matches('.'))?,
+            port: 53,
+            ips: Vec::new(),
+            method: String::new(),
+            path: String::new(),
+            payload: Payload::default(),
+            data: DataSet::EMPTY,
+            now: 0,
+        })
+    }
+
     /// A CONNECT tunnel veto does not open.
     pub fn from_connect(
         machine: &str,

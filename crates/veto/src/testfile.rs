@@ -232,6 +232,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "body",
     "headers",
     "connect",
+    "lookup",
     "protocol",
     "resolves_to",
     "now",
@@ -267,7 +268,14 @@ fn parse_request(detectors: &Detectors, r: &Node<'_>) -> Result<(Sample, CaseGra
         headers,
         body: str_field(e, "body")?.unwrap_or("").as_bytes().to_vec(),
     };
+    let lookup = str_field(e, "lookup")?;
     let mut sample = match (str_field(e, "url")?, str_field(e, "connect")?) {
+        (None, None) if lookup.is_some() => {
+            Sample::from_lookup(machine, lookup.unwrap_or_default()).map_err(|e| e.to_string())?
+        }
+        _ if lookup.is_some() => {
+            return Err("a request needs exactly one of `url`, `connect` or `lookup`".into());
+        }
         (Some(url), None) => {
             let s = Sample::from_url(
                 machine,
@@ -290,7 +298,9 @@ fn parse_request(detectors: &Detectors, r: &Node<'_>) -> Result<(Sample, CaseGra
             Sample::from_connect(machine, target, protocol.unwrap_or(Protocol::Tls))
                 .map_err(|e| e.to_string())?
         }
-        _ => return Err("a request needs exactly one of `url` or `connect`".into()),
+        _ => {
+            return Err("a request needs exactly one of `url`, `connect` or `lookup`".into());
+        }
     };
     if let Some(list) = get(e, "resolves_to") {
         let items: Vec<&Node<'_>> = match &list.value {
@@ -345,6 +355,50 @@ fn effect(s: &str) -> Option<Effect> {
     }
 }
 
+/// A `lookup:` case: decided as veto's DNS listener decides a lookup.
+fn check_lookup(
+    policy: &Policy,
+    sample: &Sample,
+    grants: &CaseGrants,
+    expect: &[(Node<'_>, Node<'_>)],
+) -> Result<(), String> {
+    let req = sample.request();
+    let l = policy.decide_lookup(&req, grants);
+    let got = (
+        l.effect().as_str(),
+        policy.rule_id(l.by),
+        l.would.map(Effect::as_str).unwrap_or("none"),
+        policy.lookup_reason(&l, &req),
+    );
+    let mut problems = Vec::new();
+    for (field, value) in [("decision", got.0), ("rule", got.1), ("would", got.2)] {
+        if let Some(want) = str_field(expect, field)?
+            && want != value
+        {
+            problems.push(format!("expected {field} {want}"));
+        }
+    }
+    if let Some(want) = str_field(expect, "reason_contains")?
+        && !got.3.contains(want)
+    {
+        problems.push(format!("expected the reason to contain {want:?}"));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}; got decision {}{}, rule {}: {}",
+        problems.join(", "),
+        got.0,
+        match got.2 {
+            "none" => String::new(),
+            w => format!(" (would {w})"),
+        },
+        got.1,
+        got.3
+    ))
+}
+
 fn run_case(policy: &Policy, detectors: &Detectors, c: &Node<'_>) -> Result<(), String> {
     let e = map(c).ok_or("a case must be a mapping")?;
     if let Some(k) = unknown(e, &["name", "request", "expect"]) {
@@ -371,6 +425,9 @@ fn run_case(policy: &Policy, detectors: &Detectors, c: &Node<'_>) -> Result<(), 
             Err(e) => (None, Some(e)),
         },
     };
+    if sample.protocol == Protocol::Dns {
+        return check_lookup(policy, &sample, &grants, expect);
+    }
     let other = overridden.as_deref().map(|m| sample.with_method(m));
     let req = sample.request();
     let d = policy.decide(&req, &grants);

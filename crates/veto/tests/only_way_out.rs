@@ -491,14 +491,22 @@ fn dns_is_decided_and_refused_names_never_leave() {
          getent hosts aws.metadata.test; echo \"refused=$?\"; \
          exec 3<>/dev/tcp/web2.test/{port} && printf 'PING\\r\\n' >&3; exec 3<&-; echo sent"
     );
-    let (code, out, err) = lab.exec(&["--dns-upstream", &ns.to_string()], &["bash", "-c", &script]);
+    let (code, out, err) = lab.exec(
+        &["--dns-upstream", &ns.to_string()],
+        &["bash", "-c", &script],
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("{} ", lab.out.ip)), "{out}");
-    assert!(out.contains("allowed=0") && out.contains("refused=2"), "{out}");
+    assert!(
+        out.contains("allowed=0") && out.contains("refused=2"),
+        "{out}"
+    );
     let asked = asked.lock().unwrap().clone();
     assert!(asked.iter().any(|n| n == "web2.test"), "{asked:?}");
     assert!(
-        !asked.iter().any(|n| n.contains("evil") || n.contains("metadata")),
+        !asked
+            .iter()
+            .any(|n| n.contains("evil") || n.contains("metadata")),
         "a refused name was asked upstream: {asked:?}"
     );
     let r = lab.records();
@@ -545,9 +553,10 @@ fn a_tunnelling_burst_is_flagged_then_refused() {
     assert!(!flagged.is_empty(), "report mode flagged nothing: {r:?}");
     assert!(flagged.iter().all(|r| r["decision"] == "allow"));
     assert!(
-        flagged
-            .iter()
-            .any(|r| r["reason"].as_str().unwrap().contains("looks like DNS tunnelling")),
+        flagged.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("looks like DNS tunnelling")),
         "{flagged:?}"
     );
     let reported = asked.lock().unwrap().len();
