@@ -5,8 +5,8 @@
 //! Flagged (policy `dns: { tunnel_guard: report | enforce | off }`, report
 //! by default):
 //! - a label of [`LONG_LABEL`] characters or more, or of [`DENSE_LEN`] or
-//!   more whose characters are as varied as encoded data (Shannon entropy
-//!   of [`DENSE_BITS`] bits per character or more);
+//!   more that is hexadecimal or whose characters are as varied as encoded
+//!   data (Shannon entropy of [`DENSE_BITS`] bits per character or more);
 //! - more than [`UNIQUE_PER_MINUTE`] distinct names under one domain (its
 //!   last two labels) from one machine in a minute;
 //! - more than [`BULK_PER_MINUTE`] TXT, NULL or ANY lookups from one
@@ -22,9 +22,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use veto_policy::TunnelGuard;
 
-pub const LONG_LABEL: usize = 50;
-pub const DENSE_LEN: usize = 24;
-pub const DENSE_BITS: f64 = 3.9;
+pub const LONG_LABEL: usize = 40;
+pub const DENSE_LEN: usize = 28;
+pub const DENSE_BITS: f64 = 4.2;
 pub const UNIQUE_PER_MINUTE: usize = 60;
 pub const BULK_PER_MINUTE: u32 = 30;
 const WINDOW: Duration = Duration::from_secs(60);
@@ -75,6 +75,15 @@ fn shape(name: &str) -> Option<String> {
         if label.len() >= LONG_LABEL {
             return Some(format!(
                 "a label of {} characters (DNS tunnels pack data into long labels)",
+                label.len()
+            ));
+        }
+        let hex = label.bytes().all(|b| b.is_ascii_hexdigit())
+            && label.bytes().any(|b| b.is_ascii_digit())
+            && label.bytes().any(|b| b.is_ascii_alphabetic());
+        if label.len() >= DENSE_LEN && hex {
+            return Some(format!(
+                "a {}-character hexadecimal label (encoded data)",
                 label.len()
             ));
         }
@@ -177,12 +186,16 @@ mod tests {
             "my-loadbalancer-1234567890.us-west-2.elb.amazonaws.com",
             "d1234abcd.cloudfront.net",
             "www.googleapis.com",
+            "ec2-203-0-113-25.compute-1.amazonaws.com",
+            "r4---sn-4g5e6nzz.googlevideo.com",
         ] {
             assert_eq!(shape(ok), None, "{ok}");
         }
         for bad in [
             "aGVsbG8gd29ybGQgdGhpcyBpcyBleGZpbHRyYXRlZCBkYXRh.evil.example",
             "mzxw6ytboi4tqojzgaytcmrtgq2tmnzyhe3dmnrw.t.example",
+            "4f3a9c2b7e1d8a6f0b5c3e9d2a7f1c8b.x.example",
+            "q9Zk2LmX7vB4nR8tW1yC6pD3sF5hJ0gK.example",
         ] {
             assert!(shape(bad).is_some(), "{bad}");
         }
