@@ -9,6 +9,7 @@ pub mod audit_cmd;
 pub mod bench;
 pub mod exec;
 pub mod explain;
+pub mod firewall;
 pub mod fleet_cmd;
 pub mod grant_sync;
 pub mod identity_sync;

@@ -27,7 +27,8 @@ macro_rules! say {
 // after `say!`, which they use.
 mod cmd;
 use cmd::{
-    access::*, args::*, audit::*, exec::*, fleet::*, machine::*, optout::*, policy::*, proxy::*,
+    access::*, args::*, audit::*, exec::*, firewall::*, fleet::*, machine::*, optout::*, policy::*,
+    proxy::*,
 };
 
 #[derive(Parser)]
@@ -110,6 +111,10 @@ enum Command {
     /// its own, proxy variables set, every other connection redirected to
     /// veto, DNS through veto, the rest dropped (needs root).
     Exec(Box<ExecCli>),
+    /// The nftables rules that make veto the only way out for a network
+    /// namespace's interface, a cgroup or a uid: print them, --apply or
+    /// --remove.
+    Firewall(Box<FirewallCli>),
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -118,6 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Access(cmd) => access(cmd),
         Command::Run(a) => run_proxy(*a, None),
         Command::Exec(a) => exec(*a),
+        Command::Firewall(a) => firewall(*a),
         Command::Agent(a) => {
             let a = *a;
             let agent = veto::agent::AgentArgs {

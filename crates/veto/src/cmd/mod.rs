@@ -6,6 +6,7 @@ pub(crate) mod access;
 pub(crate) mod args;
 pub(crate) mod audit;
 pub(crate) mod exec;
+pub(crate) mod firewall;
 pub(crate) mod fleet;
 pub(crate) mod machine;
 pub(crate) mod optout;

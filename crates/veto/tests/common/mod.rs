@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod netlab;
 pub mod tls;
 
 /// Everything on loopback allowed, nothing else: the upstreams the tests
@@ -31,6 +32,8 @@ pub struct Veto {
     pub tls: Option<SocketAddr>,
     /// The first `--transparent` listener, when given.
     pub transparent: Option<SocketAddr>,
+    /// The first `--dns` listener, when given.
+    pub dns: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub policy: PathBuf,
     pub stderr: Arc<Mutex<String>>,
@@ -75,8 +78,13 @@ impl Veto {
         let mut admin = None;
         let mut tls = None;
         let mut transparent = None;
+        let mut dns = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("veto: DNS listener on ") {
+                let at = rest.split(' ').next().unwrap();
+                dns = dns.or(Some(at.parse().unwrap()));
+            }
             if let Some(rest) = line.strip_prefix("veto: transparent listener on ") {
                 let at = rest.split([' ', ',']).next().unwrap();
                 transparent = transparent.or(Some(at.parse().unwrap()));
@@ -113,6 +121,7 @@ impl Veto {
             admin: admin.expect("veto run did not say where its admin API listens"),
             tls,
             transparent,
+            dns,
             dir,
             policy,
             stderr,
