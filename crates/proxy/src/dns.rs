@@ -259,6 +259,7 @@ async fn lookup(
             verdict.reason = format!("{}; report mode: {}", verdict.reason, flag.why);
         }
     }
+    shared.metrics.lookup(verdict.effect != Effect::Deny);
     if verdict.effect == Effect::Deny {
         let seen = seen(&host, &qtype_text, &[], false);
         return match phase::audit(shared, &ctx, &hash, seen, &verdict, None).await {

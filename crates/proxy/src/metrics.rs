@@ -67,6 +67,10 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     bytes_in: AtomicU64,
     audit_failures: AtomicU64,
+    /// DNS lookups answered and refused (`dns.rs`).
+    dns: [AtomicU64; 2],
+    /// Connections accepted on the transparent listener.
+    transparent: AtomicU64,
 }
 
 impl Metrics {
@@ -103,6 +107,16 @@ impl Metrics {
     pub fn bytes(&self, out: u64, inn: u64) {
         self.bytes_out.fetch_add(out, Ordering::Relaxed);
         self.bytes_in.fetch_add(inn, Ordering::Relaxed);
+    }
+
+    /// A lookup on veto's DNS listener, answered or refused.
+    pub fn lookup(&self, answered: bool) {
+        self.dns[usize::from(!answered)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection the kernel redirected to the transparent listener.
+    pub fn transparent_connection(&self) {
+        self.transparent.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn audit_failure(&self) {
@@ -145,6 +159,17 @@ impl Metrics {
             "# HELP veto_bytes_total Bytes passed on, by direction.\n# TYPE veto_bytes_total counter\nveto_bytes_total{{direction=\"out\"}} {}\nveto_bytes_total{{direction=\"in\"}} {}",
             self.bytes_out.load(Ordering::Relaxed),
             self.bytes_in.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP veto_dns_lookups_total Lookups on veto's DNS listener, answered or refused.\n# TYPE veto_dns_lookups_total counter\nveto_dns_lookups_total{{decision=\"allow\"}} {}\nveto_dns_lookups_total{{decision=\"deny\"}} {}",
+            self.dns[0].load(Ordering::Relaxed),
+            self.dns[1].load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP veto_transparent_connections_total Connections the kernel redirected to the transparent listener.\n# TYPE veto_transparent_connections_total counter\nveto_transparent_connections_total {}",
+            self.transparent.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

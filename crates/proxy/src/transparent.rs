@@ -134,6 +134,7 @@ async fn check(shared: &Shared, host: &Host, dst: IpAddr) -> Result<bool, String
 
 /// Serves one redirected connection, start to end.
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    shared.metrics.transparent_connection();
     let mut ctx = Ctx::new();
     ctx.machine.clone_from(&shared.config.transparent_machine);
     let own = stream.local_addr().ok();

@@ -21,7 +21,10 @@ pub fn render(r: &serde_json::Value, color: bool) -> String {
     let s = |k: &str| crate::text::printable(r[k].as_str().unwrap_or("")).into_owned();
     let decision = s("decision");
     let mut what = format!("{}:{}", s("host"), r["port"]);
-    if let (Some(m), Some(p)) = (r["method"].as_str(), r["path"].as_str()) {
+    if r["protocol"] == "dns" {
+        // A lookup: its query type, then the name.
+        what = format!("DNS {} {}", s("method"), s("host"));
+    } else if let (Some(m), Some(p)) = (r["method"].as_str(), r["path"].as_str()) {
         let (m, p) = (crate::text::printable(m), crate::text::printable(p));
         what = format!("{m} {what}{p}");
     } else {
@@ -144,4 +147,21 @@ pub async fn tail(a: TailArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_lookup_reads_as_one() {
+        let r = serde_json::json!({
+            "time": "2026-12-08T01:00:00.000Z", "decision": "deny", "machine": "build",
+            "protocol": "dns", "method": "TXT", "host": "x.evil.example", "port": 53,
+            "path": null, "rule": "default", "reason": "not looked up", "data": {}
+        });
+        let line = super::render(&r, false);
+        assert!(
+            line.contains("build -> DNS TXT x.evil.example  [default]"),
+            "{line}"
+        );
+    }
 }

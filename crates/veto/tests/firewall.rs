@@ -272,6 +272,37 @@ fn a_namespace_behind_the_firewall_has_only_veto() {
         "{records:?}"
     );
 
+    // The metrics count them like the rest.
+    let metrics = Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            &format!("Authorization: Bearer {}", veto.admin_token()),
+        ])
+        .arg(format!("http://{}/metrics", veto.admin))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let count = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("veto_dns_lookups_total{decision=\"allow\"}") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        count("veto_dns_lookups_total{decision=\"deny\"}") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        count("veto_transparent_connections_total") >= 4,
+        "{metrics}"
+    );
+
     let (code, said) = veto_firewall(&["--interface", &iface, "--remove"]);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("removed"), "{said}");
