@@ -121,8 +121,43 @@ fn mode_of(policy: &Policy, i: u32, machine: &str) -> &'static str {
 }
 
 /// The explanation of a request as one JSON object: what `veto policy
-/// explain` prints and what the dashboard shows.
+/// explain` prints and what the dashboard shows. A DNS lookup is explained
+/// as veto's DNS listener decides it: the trace is that of the request it
+/// was decided on (`lookup.decided_as`: the lookup itself, or a connection
+/// to the name that could be allowed), the decision the lookup's.
 pub fn explain_request(policy: &Policy, r: &Request<'_>, grants: &dyn Grants) -> Value {
+    if r.protocol != Protocol::Dns {
+        return explain_decided(policy, r, grants);
+    }
+    let l = policy.decide_lookup(r, grants);
+    let view = Request {
+        protocol: l.protocol,
+        port: l.port,
+        ips: &[],
+        ..*r
+    };
+    let mut out = explain_decided(policy, &view, grants);
+    out["decision"] = Value::from(l.effect().as_str());
+    out["rule"] = Value::from(policy.rule_id(l.by));
+    out["reason"] = Value::from(policy.lookup_reason(&l, r));
+    match l.would {
+        Some(w) => out["would"] = Value::from(w.as_str()),
+        None => {
+            if let Some(o) = out.as_object_mut() {
+                o.remove("would");
+            }
+        }
+    }
+    out["request"]["protocol"] = Value::from("dns");
+    out["request"]["port"] = Value::from(53);
+    out["lookup"] = json!({
+        "answered": l.answered,
+        "decided_as": { "protocol": l.protocol.as_str(), "port": l.port },
+    });
+    out
+}
+
+fn explain_decided(policy: &Policy, r: &Request<'_>, grants: &dyn Grants) -> Value {
     let (d, steps): (Decision, Vec<Step>) = policy.explain(r, grants);
     let named = d.named();
     let doc = policy.document();

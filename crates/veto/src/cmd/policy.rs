@@ -47,7 +47,7 @@ pub(crate) enum PolicyCommand {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["url", "connect"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["url", "connect", "lookup"])))]
 pub(crate) struct ExplainArgs {
     pub(crate) file: PathBuf,
     /// The machine making the request (default: anonymous).
@@ -59,6 +59,9 @@ pub(crate) struct ExplainArgs {
     /// HOST:PORT: a CONNECT tunnel veto does not open.
     #[arg(long)]
     pub(crate) connect: Option<String>,
+    /// NAME: a DNS lookup, as veto's DNS listener decides it.
+    #[arg(long)]
+    pub(crate) lookup: Option<String>,
     #[arg(long, default_value = "GET")]
     pub(crate) method: String,
     /// A file whose contents are the request body.
@@ -116,6 +119,8 @@ pub(crate) fn explain(a: ExplainArgs) -> Result<ExitCode> {
                 body,
             },
         )?
+    } else if let Some(name) = &a.lookup {
+        Sample::from_lookup(&a.machine, name)?
     } else {
         let target = a.connect.as_deref().unwrap_or_default();
         let protocol = match Protocol::parse(&a.protocol) {
