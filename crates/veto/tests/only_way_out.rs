@@ -30,6 +30,11 @@ rules:
     to: { cidrs: [ADDR/32] }
     paths: [\"/ok*\"]
     reason: the web upstream by its address, /ok pages only
+  - id: addr6-ok
+    effect: allow
+    to: { cidrs: [ADDR6/128] }
+    paths: [\"/ok*\"]
+    reason: the web upstream by its IPv6 address, /ok pages only
   - id: tls-ok
     effect: allow
     to: { hosts: [tls.test] }
@@ -55,7 +60,9 @@ impl Lab {
     fn with_dns(dns: &str) -> Option<Lab> {
         let out = Outside::new()?;
         let dir = tempfile::tempdir().unwrap();
+        let v6 = out.ip6.map_or("fd00::1".to_string(), |a| a.to_string());
         let policy = POLICY
+            .replace("ADDR6", &v6)
             .replace("ADDR", &out.ip.to_string())
             .replace("DNS", dns);
         std::fs::write(dir.path().join("veto.yaml"), policy).unwrap();
@@ -456,4 +463,33 @@ fn a_tunnelling_burst_is_flagged_then_refused() {
         "an encoded label left: {asked:?}"
     );
     assert!(!asked.iter().any(|n| n == "q70.web2.test"), "{asked:?}");
+}
+
+/// IPv6: a client that ignores proxy variables and dials an IPv6 address
+/// is redirected as well; veto recovers its original destination
+/// (`IP6T_SO_ORIGINAL_DST`) and decides it like the IPv4 one.
+#[test]
+fn ipv6_connections_are_decided_too() {
+    let Some(lab) = Lab::new() else { return };
+    let Some(ip6) = lab.out.ip6 else {
+        eprintln!("SKIPPED: IPv6 is off in this kernel");
+        return;
+    };
+    let web6 = common::http_upstream_on(&format!("[{ip6}]:0"), Duration::ZERO);
+    let port = web6.port();
+    let (status, body) = lab.curl_direct(&["-g", &format!("http://[{ip6}]:{port}/ok")]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"target\":\"/ok\""), "{body}");
+    let (status, body) = lab.curl_direct(&["-g", &format!("http://[{ip6}]:{port}/no")]);
+    assert_eq!(
+        (status, rule_of(&body).as_str()),
+        (403, "default"),
+        "{body}"
+    );
+    let r = lab.records();
+    assert!(
+        r.iter()
+            .any(|r| r["host"] == ip6.to_string() && r["rule"] == "addr6-ok" && r["status"] == 200),
+        "{r:?}"
+    );
 }

@@ -2,7 +2,7 @@
 //! upstreams listen on (an observer outside any namespace veto guards), and
 //! a name server there that notes every query it gets. Needs root.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct Outside {
     pub link: String,
     pub ip: Ipv4Addr,
+    /// An IPv6 address (unique local) on the same end, where IPv6 is on.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -46,7 +48,11 @@ impl Outside {
             }
             Err(e) => panic!("iproute2's `ip` is needed (scripts/test installs it): {e}"),
         }
-        let o = Outside { link, ip };
+        let mut o = Outside {
+            link,
+            ip,
+            ip6: None,
+        };
         for args in [
             vec![
                 "addr",
@@ -60,6 +66,27 @@ impl Outside {
         ] {
             let out = ip_cmd(&args).unwrap();
             assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        let ip6 = Ipv6Addr::new(
+            0xfd76,
+            0x6574,
+            0x6f00,
+            (pid & 0xffff) as u16,
+            0,
+            0,
+            0,
+            n as u16 + 1,
+        );
+        let v6 = ip_cmd(&[
+            "addr",
+            "add",
+            &format!("{ip6}/128"),
+            "dev",
+            &format!("{}a", o.link),
+            "nodad",
+        ]);
+        if v6.is_ok_and(|out| out.status.success()) {
+            o.ip6 = Some(ip6);
         }
         Some(o)
     }
