@@ -91,6 +91,9 @@ fn miss_text(req: &Request<'_>, miss: &Miss) -> String {
         Miss::Method => format!("methods: `{}` is not listed", req.method),
         Miss::Path => format!("paths: `{}` matches no glob", req.path),
         Miss::Data => "data: none of the listed classes was found".into(),
+        Miss::Avoidable => {
+            "checks methods, paths or data: some request to this destination could avoid it".into()
+        }
         Miss::Unseen => {
             "checks methods, paths or data, which a tunnel veto does not open cannot show: it cannot allow it"
                 .into()
@@ -130,13 +133,7 @@ pub fn explain_request(policy: &Policy, r: &Request<'_>, grants: &dyn Grants) ->
         return explain_decided(policy, r, grants);
     }
     let l = policy.decide_lookup(r, grants);
-    let view = Request {
-        protocol: l.protocol,
-        port: l.port,
-        ips: &[],
-        ..*r
-    };
-    let mut out = explain_decided(policy, &view, grants);
+    let mut out = explain_decided(policy, &l.request(r), grants);
     out["decision"] = Value::from(l.effect().as_str());
     out["rule"] = Value::from(policy.rule_id(l.by));
     out["reason"] = Value::from(policy.lookup_reason(&l, r));

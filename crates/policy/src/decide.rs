@@ -57,6 +57,14 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The method of a probe request: any request at all to the destination,
+/// its method, path and data unknown (a DNS lookup asks "could some
+/// request to this name be allowed?"). A rule that checks methods, paths
+/// or data matches a probe when it allows (some request could meet its
+/// conditions) and not when it refuses or redacts (some request could
+/// avoid them). No rule names this method: rule methods are tokens.
+pub const ANY_REQUEST: &str = "*";
+
 /// Where grant use comes from (policy-v1, "Permissions that expire"). The
 /// engine reads it; recording a use is the caller's job.
 pub trait Grants {

@@ -374,7 +374,13 @@ impl Cx<'_, '_> {
         }
         let http_conditions = rule.methods.is_some() || rule.paths.is_some() || rule.data.is_some();
         let mut unseen = false;
-        if req.is_tunnel() && http_conditions {
+        if http_conditions && req.method == crate::decide::ANY_REQUEST {
+            // A probe: some request could meet an allow's conditions, and
+            // some could avoid a refusal's.
+            if rule.effect != Effect::Allow {
+                return;
+            }
+        } else if req.is_tunnel() && http_conditions {
             self.tally.could_see(ri);
             if rule.effect == Effect::Allow {
                 return;

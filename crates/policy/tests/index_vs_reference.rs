@@ -59,6 +59,8 @@ const ADDRS: &[&str] = &[
 ];
 const PORTS: &[u16] = &[80, 443, 8443];
 const METHODS: &[&str] = &["GET", "POST", "DELETE"];
+/// What requests are made with: the methods, and the probe of a lookup.
+const REQUEST_METHODS: &[&str] = &["GET", "POST", "DELETE", veto_policy::ANY_REQUEST];
 const PATHS: &[&str] = &["/", "/admin", "/admin/x", "/v1/users/1", "/v2/x"];
 const GLOBS: &[&str] = &["/admin/**", "/v*/users/*", "/**", "/", "/v1/**"];
 const CLASSES: &[&str] = &["credit_card", "email", "us_ssn", "custom-a"];
@@ -307,7 +309,7 @@ fn request() -> impl Strategy<Value = ReqSpec> {
         prop_oneof![pick(HOSTS).prop_map(Ok), pick(ADDRS).prop_map(Err)],
         proptest::sample::select(PORTS),
         proptest::sample::subsequence(ADDRS, 0..3),
-        pick(METHODS),
+        pick(REQUEST_METHODS),
         pick(PATHS),
         0u8..16,
         proptest::collection::vec((0usize..12, 0i64..200_000), 0..4),

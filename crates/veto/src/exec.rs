@@ -15,6 +15,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 pub struct ExecArgs {
     /// The command and its arguments.
     pub command: Vec<String>,
+    /// Run the command as this user and group (`sudo`'s caller by
+    /// default), not as root: root is for the namespace, not the command.
+    pub user: Option<(u32, u32)>,
     /// What veto runs with: policy, data, resolver, timeouts. Its
     /// listeners, admin and machine are set here.
     pub run: RunArgs,
@@ -30,6 +33,12 @@ pub fn default_machine(command: &[String]) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "exec".into())
+}
+
+/// Who ran `sudo veto exec`: the command runs as them, not as root.
+pub fn sudo_caller() -> Option<(u32, u32)> {
+    let id = |k: &str| std::env::var(k).ok()?.parse::<u32>().ok();
+    Some((id("SUDO_UID")?, id("SUDO_GID")?)).filter(|(u, _)| *u != 0)
 }
 
 /// The listeners inside the namespace: the proxy on 127.0.0.1, the
@@ -104,8 +113,20 @@ pub fn exec(mut a: ExecArgs) -> Result<i32, String> {
                 _ => "veto stopped before it was ready".into(),
             }),
         }
+        // `ip netns exec` enters the namespace (as root), then setpriv
+        // drops to the user before the command starts.
+        let mut argv: Vec<String> = vec!["netns".into(), "exec".into(), ns_name.clone()];
+        if let Some((uid, gid)) = a.user {
+            argv.extend([
+                "setpriv".into(),
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
+        }
         let mut child = tokio::process::Command::new("ip")
-            .args(["netns", "exec", &ns_name])
+            .args(&argv)
             .args(&a.command)
             .env("http_proxy", &proxy)
             .env("https_proxy", &proxy)

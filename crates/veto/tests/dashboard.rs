@@ -576,3 +576,50 @@ fn stats_explain_and_machines() {
         assert_eq!(admin(&veto, "GET", path, &[], None).0, 401, "{path}");
     }
 }
+
+/// A DNS query for `name` (type A), as a resolver sends it.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Lookups on the DNS listener show live like every other decision.
+#[test]
+fn lookups_show_in_the_live_view() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let veto = Veto::start(
+        POLICY,
+        &["--dns", "127.0.0.1:0", "--transparent-machine", "ns-1"],
+    );
+    let dns = veto.dns.expect("veto run names its DNS listener");
+    let b = Browser::start();
+    login(&b, &veto, &veto.admin_token());
+    b.until("the stream is live", 5, |b| {
+        b.text_of("#live-state") == "live"
+    });
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(&dns_query("secret.blocked.example"), dns)
+        .unwrap();
+    let mut answer = [0u8; 512];
+    let (n, _) = sock.recv_from(&mut answer).unwrap();
+    assert!(
+        n >= 12 && answer[3] & 0x0f == 3,
+        "NXDOMAIN expected: {:?}",
+        &answer[..n]
+    );
+    b.until("the refused lookup shows", 5, |b| {
+        !rows(b, ".deny").is_empty()
+    });
+    let row = rows(&b, ".deny").join("\n");
+    assert!(
+        row.contains("DNS A secret.blocked.example") && row.contains("ns-1"),
+        "{row}"
+    );
+    b.screenshot("dns");
+}

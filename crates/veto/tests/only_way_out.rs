@@ -300,6 +300,29 @@ fn the_command_s_exit_status_is_veto_exec_s() {
     assert_eq!(lines[0], "http://127.0.0.1:3128");
     let ns = lines[1];
     assert!(ns.starts_with("veto-exec-"), "{out}");
+    // Under sudo the command runs as the user who ran sudo, not as root.
+    let out = Command::new(env!("CARGO_BIN_EXE_veto"))
+        .args(["exec", "--data"])
+        .arg(lab.data())
+        .args(["--", "id", "-u"])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "65534",
+        "{out:?}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_veto"))
+        .args(["exec", "--as-root", "--data"])
+        .arg(lab.data())
+        .args(["--", "id", "-u"])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
     // The namespace is gone afterwards.
     let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);

@@ -77,8 +77,10 @@ export function bytes(n) {
   return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
-/** What a record went to: "GET host:port /path", or "CONNECT host:port (tls)". */
+/** What a record went to: "GET host:port /path", "CONNECT host:port (tls)",
+ * or "DNS A host" for a lookup. */
 export function destination(r) {
+  if (r.protocol === 'dns') return `DNS ${r.method || ''} ${r.host}`;
   const hostport = `${r.host}:${r.port}`;
   if (r.method) return `${r.method} ${hostport}${r.path || ''}`;
   return `CONNECT ${hostport} (${r.protocol})`;

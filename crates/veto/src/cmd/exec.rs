@@ -34,6 +34,10 @@ pub(crate) struct ExecCli {
     /// upstreams of tunnels veto opens.
     #[arg(long = "upstream-ca", value_name = "FILE")]
     pub(crate) upstream_ca: Option<PathBuf>,
+    /// Run the command as root, even under sudo (by default it runs as the
+    /// user who ran sudo: root is needed for the namespace, not the command).
+    #[arg(long = "as-root")]
+    pub(crate) as_root: bool,
     /// The command and its arguments (after `--`).
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub(crate) command: Vec<String>,
@@ -81,6 +85,11 @@ pub(crate) fn exec(a: ExecCli) -> Result<ExitCode> {
         config,
     };
     let args = veto::exec::ExecArgs {
+        user: if a.as_root {
+            None
+        } else {
+            veto::exec::sudo_caller()
+        },
         command: a.command,
         run,
         machine,
