@@ -32,6 +32,10 @@ rules:
     to: { cidrs: [ADDR/32] }
     paths: [\"/ok*\"]
     reason: the web upstream by address, /ok pages only
+  - id: tls-ok
+    effect: allow
+    to: { hosts: [tls.test] }
+    reason: the TLS upstream
 ";
 
 /// A network namespace behind a veth pair of the test's own.
@@ -190,6 +194,8 @@ fn a_namespace_behind_the_firewall_has_only_veto() {
             "ns-client",
             "--resolve",
             &format!("web.test={ip}"),
+            "--resolve",
+            &format!("tls.test={ip}"),
         ],
     );
     let tport = veto.transparent.unwrap().port().to_string();
@@ -242,6 +248,21 @@ fn a_namespace_behind_the_firewall_has_only_veto() {
     assert_eq!(rule_of(&body), "default", "{body}");
     let (_, body) = client.sh(&format!("curl -s -m 10 http://web.test:{port}/ok"));
     assert!(body.contains("\"target\":\"/ok\""), "{body}");
+    // TLS with no proxy: decided by its server name, held to the address.
+    let tls = common::tls::https_upstream_on(&["tls.test", "web.test"], &format!("{ip}:0"));
+    let ca = tls.ca.display();
+    let tp = tls.addr.port();
+    let (_, body) = client.sh(&format!(
+        "curl -s -m 10 -o /dev/null -w '%{{http_code}}' --cacert {ca} --resolve tls.test:{tp}:{ip} https://tls.test:{tp}/x"
+    ));
+    assert_eq!(body, "200", "TLS through the transparent listener");
+    let (_, body) = client.sh(&format!(
+        "curl -s -m 10 -o /dev/null -w '%{{http_code}}' --cacert {ca} --resolve web.test:{tp}:{ip} https://web.test:{tp}/ok"
+    ));
+    assert_eq!(
+        body, "000",
+        "a TLS name no rule allows without seeing inside"
+    );
     let (_, body) = client.sh("getent hosts nowhere.example; echo rc=$?");
     assert!(body.contains("rc=2"), "{body}");
 
@@ -270,6 +291,16 @@ fn a_namespace_behind_the_firewall_has_only_veto() {
             .iter()
             .any(|r| r["host"] == "nowhere.example" && r["decision"] == "deny"),
         "{records:?}"
+    );
+    let tls_records: Vec<_> = records.iter().filter(|r| r["protocol"] == "tls").collect();
+    assert!(
+        tls_records
+            .iter()
+            .any(|r| r["host"] == "tls.test" && r["rule"] == "tls-ok")
+            && tls_records
+                .iter()
+                .any(|r| r["host"] == "web.test" && r["decision"] == "deny"),
+        "{tls_records:?}"
     );
 
     // The metrics count them like the rest.
