@@ -37,8 +37,8 @@ pub use host::{Host, HostError, HostPattern, HostRef, normalize_host};
 pub use load::{Diagnostic, load, parse_cidr, parse_duration};
 pub use lookup::Lookup;
 pub use model::{
-    BUILTIN_CLASSES, DataSet, DnsRefusal, DnsRules, Document, Effect, Intercept, Mode, Protocol,
-    TunnelGuard, format_duration,
+    BUILTIN_CLASSES, DataSet, DnsRefusal, DnsRules, Document, Effect, Intercept, LoopRules, Mode,
+    Protocol, TunnelGuard, format_duration,
 };
 pub use path::{PathGlob, normalize_path};
 pub use reference::{Miss, Step};

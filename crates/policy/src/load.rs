@@ -197,6 +197,7 @@ impl Loader {
                 "tls",
                 "paths",
                 "dns",
+                "loops",
                 "machines",
                 "services",
                 "detectors",
@@ -218,6 +219,7 @@ impl Loader {
         let intercept = self.tls(f.get("tls"));
         let paths = self.paths(f.get("paths"));
         let dns = self.dns(f.get("dns"));
+        let loops = self.loops(f.get("loops"));
         let machines = f
             .get("machines")
             .map(|n| self.machines(n))
@@ -235,6 +237,7 @@ impl Loader {
             intercept: intercept?,
             paths: paths?,
             dns: dns?,
+            loops: loops?,
             machines,
             services,
             detectors,
@@ -319,6 +322,31 @@ impl Loader {
             r.escaped_slashes = self
                 .one_of(v, "escaped_slashes", &options)
                 .unwrap_or(r.escaped_slashes);
+        }
+        (self.errors.len() == before).then_some(r)
+    }
+
+    fn loops(&mut self, n: Option<&Node<'_>>) -> Option<LoopRules> {
+        let mut r = LoopRules::default();
+        let Some(n) = n else { return Some(r) };
+        let entries = self.map(n, "loops")?;
+        let f = self.fields(entries, "`loops`", &["max_passes", "max_depth"]);
+        let before = self.errors.len();
+        for (key, slot, min) in [
+            ("max_passes", &mut r.max_passes, 0),
+            ("max_depth", &mut r.max_depth, 1),
+        ] {
+            let Some(v) = f.get(key) else { continue };
+            let Some(s) = self.scalar(v, key) else {
+                continue;
+            };
+            match s.parse::<u32>() {
+                Ok(x) if (min..=64).contains(&x) => *slot = x,
+                _ => self.err(
+                    v.pos,
+                    format!("invalid `{key}` `{s}`: a whole number from {min} to 64"),
+                ),
+            }
         }
         (self.errors.len() == before).then_some(r)
     }

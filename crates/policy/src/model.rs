@@ -45,6 +45,28 @@ pub enum Intercept {
     Never,
 }
 
+/// The policy's `loops:` section: requests that come back through veto
+/// (a relay that forwards to veto again) or pass through a chain of vetos
+/// (machine-to-machine calls), counted by the `CDN-Loop` header (RFC 8586)
+/// each veto adds to what it forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopRules {
+    /// How many times a request may already have passed this veto
+    /// (default 0: a request that comes back is refused).
+    pub max_passes: u32,
+    /// How many vetos (any) a request may already have passed (default 8).
+    pub max_depth: u32,
+}
+
+impl Default for LoopRules {
+    fn default() -> LoopRules {
+        LoopRules {
+            max_passes: 0,
+            max_depth: 8,
+        }
+    }
+}
+
 /// The policy's `dns:` section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnsRules {
@@ -281,6 +303,8 @@ pub struct Document {
     pub paths: crate::target::PathRules,
     /// How veto's DNS listener answers (`dns:`).
     pub dns: DnsRules,
+    /// How often a request may pass veto (`loops:`).
+    pub loops: LoopRules,
     pub machines: Vec<Machine>,
     pub services: Vec<Service>,
     pub detectors: Vec<Detector>,

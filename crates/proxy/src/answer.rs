@@ -86,13 +86,24 @@ fn json_response(
 
 /// A policy refusal: 403 with the decision, rule and reason.
 pub fn refusal(rule: &str, reason: &str, request_id: &str) -> Response<Body> {
+    refusal_status(StatusCode::FORBIDDEN, rule, reason, request_id)
+}
+
+/// A refusal with another status than 403 (`508` for a loop), the same
+/// body and headers.
+pub fn refusal_status(
+    status: StatusCode,
+    rule: &str,
+    reason: &str,
+    request_id: &str,
+) -> Response<Body> {
     let body = serde_json::json!({
         "decision": "deny",
         "rule": rule,
         "reason": reason,
         "request_id": request_id,
     });
-    let mut resp = json_response(StatusCode::FORBIDDEN, body, Some(request_id));
+    let mut resp = json_response(status, body, Some(request_id));
     let h = resp.headers_mut();
     h.insert("veto-decision", HeaderValue::from_static("deny"));
     if let Ok(v) = HeaderValue::from_str(rule) {

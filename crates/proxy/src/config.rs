@@ -48,6 +48,9 @@ pub struct Config {
     /// The name servers veto's resolver asks (`--dns-upstream`); empty:
     /// the system's (`/etc/resolv.conf`).
     pub dns_upstream: Vec<SocketAddr>,
+    /// This veto's id in `CDN-Loop` (`veto-` and part of its signing key's
+    /// public half): how it knows a request it forwarded before.
+    pub node_id: String,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             transparent_machine: "anonymous".into(),
             listener_machine: None,
             dns_upstream: Vec::new(),
+            node_id: "veto".into(),
         }
     }
 }

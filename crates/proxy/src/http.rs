@@ -171,6 +171,34 @@ pub(crate) async fn exchange(
         .map_err(refused)?
         .filter(|m| *m != method);
     let (mut parts, body) = req.into_parts();
+    // Phase: loops. A request that came back (or passed too many vetos)
+    // is refused before anything is resolved or read.
+    if let Some(why) = crate::loops::refused(
+        &parts.headers,
+        &shared.config.node_id,
+        active.policy.document().loops,
+    ) {
+        let verdict = Verdict::refuse("loop", active.detectors.mask(&why).into_owned());
+        let masked = active.detectors.mask(&path);
+        let seen = Seen {
+            protocol: protocol.as_str(),
+            host: host.as_ref(),
+            port,
+            method: Some(&method),
+            path: Some(&masked),
+            ips: &[],
+            dns_lookup: false,
+            data: Default::default(),
+        };
+        let hash = active.policy.hash().to_string();
+        phase::audit(shared, ctx, &hash, seen, &verdict, Some(508)).await?;
+        return Ok(answer::refusal_status(
+            StatusCode::LOOP_DETECTED,
+            &verdict.rule,
+            &verdict.reason,
+            &ctx.id,
+        ));
+    }
     let at = At {
         machine: &ctx.machine,
         protocol,

@@ -25,6 +25,7 @@ mod idle;
 mod inside;
 pub mod inspect;
 pub mod intercept;
+mod loops;
 pub mod metrics;
 pub mod mtls;
 pub mod owner;

@@ -60,6 +60,15 @@ macro_rules! announce {
     };
 }
 
+/// `veto-` and the first 6 bytes of the node's public signing key, in hex.
+fn node_id(key: &veto_audit::signing::PublicKey) -> String {
+    let hex: String = key.as_bytes()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("veto-{hex}")
+}
+
 /// Listeners made before `run`, as std sockets.
 pub struct Bound {
     pub plain: std::net::TcpListener,
@@ -380,6 +389,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), String> {
     let hash = active.policy.hash().to_string();
     let db = veto_audit::db_path(&args.data);
     let key = veto_audit::signing::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let node = node_id(&key.verifying_key());
     let writer = Writer::start_signed(&db, args.sync, Some(key)).map_err(|e| e.to_string())?;
     let bound = args.bound.take();
     let mut dns = Vec::new();
@@ -431,6 +441,9 @@ pub async fn run(mut args: RunArgs) -> Result<(), String> {
     }
     let mut config = args.config.clone();
     config.listen = local;
+    // This veto's id in CDN-Loop: stable across restarts (its signing
+    // key's), distinct between vetos.
+    config.node_id = node;
     let (intercept, tls_line) = interceptor(&args.data, args.upstream_ca.as_deref())?;
     let shared = Shared::new(config, active, writer, local, intercept);
     if args.agent.is_none() {
