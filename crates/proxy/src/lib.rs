@@ -17,6 +17,7 @@ pub mod config;
 mod connect;
 mod dial;
 pub mod dns;
+mod first_bytes;
 mod forward;
 mod guard;
 mod head;

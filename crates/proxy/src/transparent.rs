@@ -240,7 +240,7 @@ async fn first_bytes(shared: &Shared, s: &mut TcpStream) -> Vec<u8> {
         buf.extend_from_slice(&chunk[..n]);
         let http = crate::head::http_start(&buf) == Start::Yes;
         let whole_head = memchr_end(&buf);
-        if crate::connect::settled(&buf) && (!http || whole_head || buf.len() >= limit) {
+        if crate::first_bytes::settled(&buf) && (!http || whole_head || buf.len() >= limit) {
             return buf;
         }
     }
