@@ -219,7 +219,7 @@ pub(crate) async fn send(
     let (host, port) = (&t.host, t.port);
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
-    crate::loops::add(&mut parts.headers, &shared.config.node_id);
+    crate::loops::add(&mut parts.headers, shared.cdn_loop.as_ref());
     // A body veto read (and may have redacted) is sent with its own length;
     // a streamed one keeps the client's framing.
     let exact = hyper::body::Body::size_hint(&body).exact();

@@ -71,10 +71,11 @@ pub fn refused(headers: &HeaderMap, own: &str, rules: veto_policy::LoopRules) ->
     None
 }
 
-/// Adds this veto to what it forwards.
-pub fn add(headers: &mut HeaderMap, own: &str) {
-    if let Ok(v) = HeaderValue::from_str(own) {
-        headers.append(CDN_LOOP, v);
+/// Adds this veto (its id, made once as a header value) to what it
+/// forwards.
+pub fn add(headers: &mut HeaderMap, own: Option<&HeaderValue>) {
+    if let Some(v) = own {
+        headers.append(CDN_LOOP, v.clone());
     }
 }
 

@@ -285,6 +285,9 @@ pub struct Shared {
     pub remembered: crate::dns::Remembered,
     /// The DNS covert-channel guard's counts (`tunnel_guard.rs`).
     pub(crate) tunnel: crate::tunnel_guard::Windows,
+    /// `config.node_id` as the `CDN-Loop` value veto adds (made once:
+    /// cloning it per request shares its bytes).
+    pub(crate) cdn_loop: Option<http::HeaderValue>,
     /// Set when a CA is configured: tunnels may be opened for inspection.
     pub intercept: Option<crate::intercept::Interceptor>,
 }
@@ -305,6 +308,7 @@ impl Shared {
         let grants = GrantBook::default();
         let _ = grants.loaded(&active.policy, active.loaded_at);
         let client = crate::forward::client(&config);
+        let cdn_loop = http::HeaderValue::from_str(&config.node_id).ok();
         Arc::new(Shared {
             config,
             policy: ArcSwap::from_pointee(active),
@@ -318,6 +322,7 @@ impl Shared {
             owner: tokio::sync::Mutex::new(()),
             remembered: crate::dns::Remembered::default(),
             tunnel: crate::tunnel_guard::Windows::default(),
+            cdn_loop,
             intercept,
         })
     }

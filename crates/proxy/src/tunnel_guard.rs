@@ -40,16 +40,15 @@ pub struct Flag {
 #[derive(Default)]
 pub struct Windows(Mutex<Counts>);
 
-/// A machine and a domain under which it looks names up.
-type Under = (Box<str>, Box<str>);
 /// When a window began, and the names seen in it (their hashes).
 type Seen = (Instant, HashSet<u64>);
 
+/// Keyed by hashes, so a lookup allocates no key: (machine, domain) for
+/// the names seen, the machine for the TXT/NULL/ANY count.
 #[derive(Default)]
 struct Counts {
-    unique: HashMap<Under, Seen>,
-    /// machine → TXT/NULL/ANY lookups in the window.
-    bulk: HashMap<Box<str>, (Instant, u32)>,
+    unique: HashMap<u64, Seen>,
+    bulk: HashMap<u64, (Instant, u32)>,
 }
 
 /// Bits per character of `s`'s character distribution.
@@ -98,19 +97,23 @@ fn shape(name: &str) -> Option<String> {
     None
 }
 
-fn hash(s: &str) -> u64 {
+/// A fixed-key hash of these strings (the same every call).
+fn hash(parts: &[&str]) -> u64 {
     use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
-    h.write(s.as_bytes());
+    for p in parts {
+        h.write(p.as_bytes());
+        h.write_u8(0);
+    }
     h.finish()
 }
 
 impl Windows {
     fn counts(&self, machine: &str, name: &str, qtype: RecordType) -> Option<String> {
-        let labels: Vec<&str> = name.rsplitn(3, '.').collect();
-        let domain = match labels.as_slice() {
-            [tld, sld, _] => format!("{sld}.{tld}"),
-            _ => name.to_string(),
+        // The domain: the name's last two labels.
+        let domain = match name.rmatch_indices('.').nth(1) {
+            Some((i, _)) => &name[i + 1..],
+            None => name,
         };
         let now = Instant::now();
         let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,7 +127,7 @@ impl Windows {
             c.bulk.clear();
         }
         if matches!(qtype, RecordType::TXT | RecordType::NULL | RecordType::ANY) {
-            let e = c.bulk.entry(machine.into()).or_insert((now, 0));
+            let e = c.bulk.entry(hash(&[machine])).or_insert((now, 0));
             if now.duration_since(e.0) >= WINDOW {
                 *e = (now, 0);
             }
@@ -138,14 +141,14 @@ impl Windows {
         }
         let e = c
             .unique
-            .entry((machine.into(), domain.clone().into_boxed_str()))
+            .entry(hash(&[machine, domain]))
             .or_insert_with(|| (now, HashSet::new()));
         if now.duration_since(e.0) >= WINDOW {
             *e = (now, HashSet::new());
         }
         // Past the limit the set stops growing: it only has to tell.
         if e.1.len() <= UNIQUE_PER_MINUTE {
-            e.1.insert(hash(name));
+            e.1.insert(hash(&[name]));
         }
         (e.1.len() > UNIQUE_PER_MINUTE).then(|| {
             format!(

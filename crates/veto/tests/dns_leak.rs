@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A network namespace with its own resolv.conf, removed when dropped.
@@ -69,25 +69,7 @@ impl Drop for Netns {
     }
 }
 
-/// The query names the server was asked, lower-cased, without the dot.
-type Asked = Arc<Mutex<Vec<String>>>;
-
-/// Reads a query's name and type; `None` if it is not one.
-fn question(q: &[u8]) -> Option<(String, usize, u16)> {
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let n = usize::from(*q.get(at)?);
-        at += 1;
-        if n == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(q.get(at..at + n)?).to_ascii_lowercase());
-        at += n;
-    }
-    let ty = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
-    Some((labels.join("."), at + 4, ty))
-}
+use common::netlab::{Asked, question};
 
 /// A DNS server on 127.0.0.1:53 of the namespace: `allowed.test` is
 /// 127.0.0.1, every other name does not exist; every query is counted.

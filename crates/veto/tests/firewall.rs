@@ -13,6 +13,8 @@
 
 mod common;
 
+use common::rule_of;
+
 use common::netlab::Outside;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -155,12 +157,6 @@ fn got_one(s: &UdpSocket) -> bool {
         .unwrap();
     let mut buf = [0u8; 512];
     s.recv_from(&mut buf).is_ok()
-}
-
-fn rule_of(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .map(|v| v["rule"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
 }
 
 #[test]

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::rule_of;
+
 use common::netlab::{Outside, name_server};
 use common::tls::https_upstream_on;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -134,12 +136,6 @@ impl Lab {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
-}
-
-fn rule_of(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .map(|v| v["rule"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
 }
 
 #[test]

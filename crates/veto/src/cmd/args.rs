@@ -115,3 +115,29 @@ impl FilterArgs {
         })
     }
 }
+
+/// How veto resolves names: `--resolve` answers, then DNS (`--dns-upstream`
+/// or the system's). Shared by `veto run`, `veto agent` and `veto exec`.
+#[derive(clap::Args)]
+pub(crate) struct ResolverArgs {
+    /// Answer HOST with ADDR instead of asking DNS (repeatable), as curl's --resolve.
+    #[arg(long = "resolve", value_name = "HOST=ADDR")]
+    pub(crate) resolve: Vec<String>,
+    /// Ask these name servers (IP:PORT, repeatable) instead of the
+    /// system's resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub(crate) dns_upstream: Vec<std::net::SocketAddr>,
+}
+
+impl ResolverArgs {
+    /// The proxy's settings with these answers and name servers.
+    pub(crate) fn config(&self) -> anyhow::Result<veto_proxy::Config> {
+        let mut config = veto_proxy::Config::default();
+        for r in &self.resolve {
+            let (host, ip) = veto_proxy::parse_resolve(r).map_err(anyhow::Error::msg)?;
+            config.resolve.entry(host).or_default().push(ip);
+        }
+        config.dns_upstream.clone_from(&self.dns_upstream);
+        Ok(config)
+    }
+}

@@ -13,13 +13,8 @@ pub(crate) struct ExecCli {
     pub(crate) machine: Option<String>,
     #[command(flatten)]
     pub(crate) data: DataArg,
-    /// Answer HOST with ADDR instead of asking DNS (repeatable), as curl's --resolve.
-    #[arg(long = "resolve", value_name = "HOST=ADDR")]
-    pub(crate) resolve: Vec<String>,
-    /// Ask these name servers (IP:PORT, repeatable) instead of the
-    /// system's resolv.conf.
-    #[arg(long = "dns-upstream", value_name = "ADDR")]
-    pub(crate) dns_upstream: Vec<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub(crate) resolver: ResolverArgs,
     /// How hard an audit commit waits for the disk.
     #[arg(long = "audit-sync", default_value = "normal", value_parser = ["normal", "full"])]
     pub(crate) audit_sync: String,
@@ -48,12 +43,7 @@ pub(crate) fn exec(a: ExecCli) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
         .init();
-    let mut config = veto_proxy::Config::default();
-    for r in &a.resolve {
-        let (host, ip) = veto_proxy::parse_resolve(r).map_err(anyhow::Error::msg)?;
-        config.resolve.entry(host).or_default().push(ip);
-    }
-    config.dns_upstream.clone_from(&a.dns_upstream);
+    let mut config = a.resolver.config()?;
     config.peek_timeout = a.peek_timeout;
     config.connect_timeout = a.connect_timeout;
     let machine = a

@@ -15,13 +15,8 @@ pub(crate) struct RunCli {
     pub(crate) admin: std::net::SocketAddr,
     #[command(flatten)]
     pub(crate) data: DataArg,
-    /// Answer HOST with ADDR instead of asking DNS (repeatable), as curl's --resolve.
-    #[arg(long = "resolve", value_name = "HOST=ADDR")]
-    pub(crate) resolve: Vec<String>,
-    /// Ask these name servers (IP:PORT, repeatable) instead of the
-    /// system's resolv.conf.
-    #[arg(long = "dns-upstream", value_name = "ADDR")]
-    pub(crate) dns_upstream: Vec<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub(crate) resolver: ResolverArgs,
     /// How hard an audit commit waits for the disk: normal survives a killed
     /// process; full also survives power loss, at a cost.
     #[arg(long = "audit-sync", default_value = "normal", value_parser = ["normal", "full"])]
@@ -125,12 +120,7 @@ pub(crate) fn run_proxy(a: RunCli, agent: Option<veto::agent::AgentArgs>) -> Res
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
         .init();
-    let mut config = veto_proxy::Config::default();
-    for r in &a.resolve {
-        let (host, ip) = veto_proxy::parse_resolve(r).map_err(anyhow::Error::msg)?;
-        config.resolve.entry(host).or_default().push(ip);
-    }
-    config.dns_upstream.clone_from(&a.dns_upstream);
+    let mut config = a.resolver.config()?;
     config.inspect_limit = a.inspect_limit;
     config.header_timeout = a.header_timeout;
     config.body_timeout = a.body_timeout;

@@ -442,3 +442,10 @@ pub fn burst(
     }
     seen
 }
+
+/// The `rule` of a refusal's JSON body (empty when it is not one).
+pub fn rule_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .map(|v| v["rule"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
