@@ -43,6 +43,8 @@ pub(crate) struct Tunnel {
     /// Whether veto asked DNS for the host.
     pub dns_lookup: bool,
     machine: String,
+    /// Whether credentials proved `machine` (see `Ctx::proven`).
+    pub proven: bool,
     /// A rule that makes this tunnel one to open if it is TLS.
     pub opens: Option<u32>,
 }
@@ -79,6 +81,7 @@ impl Tunnel {
             ips: Vec::new(),
             dns_lookup: false,
             machine: machine.to_string(),
+            proven: false,
             opens: None,
         }
     }
@@ -152,6 +155,7 @@ pub async fn serve(
     let host = normalize_host(authority.host()).map_err(|e| bad_request(&e.to_string()))?;
     phase::identify(shared, req.headers(), ctx)?;
     let mut t = Tunnel::new(shared, shared.policy.load_full(), host, port, &ctx.machine);
+    t.proven = ctx.proven;
     let hash = t.active.policy.hash().to_string();
     let now = ctx.now_secs();
     // A name refused whatever it resolves to is never looked up: the query
@@ -313,6 +317,7 @@ impl Tunnel {
             port: self.port,
             ips: self.ips.clone(),
             machine: self.machine.clone(),
+            proven: self.proven,
             claim: None,
         }
     }

@@ -102,6 +102,9 @@ pub(crate) struct Opened {
     pub port: u16,
     pub ips: Vec<IpAddr>,
     pub machine: String,
+    /// Whether credentials proved `machine`: then its registration must
+    /// still hold for every request inside (revoked, expired, idle).
+    pub proven: bool,
     /// A transparent connection's claimed name, held to the address the
     /// client connected to (`transparent.rs`).
     pub claim: Option<Arc<crate::transparent::Claim>>,
@@ -227,7 +230,15 @@ pub(crate) async fn inner(
     ctx.machine.clone_from(&o.machine);
     // The tunnel's identity was checked when it opened; revocation, expiry
     // and idle limits apply to each request inside as well.
-    let revoked = phase::check_named(&o.shared, &o.machine, ctx.now_secs()).err();
+    let revoked = if o.proven {
+        o.shared
+            .credentials
+            .load()
+            .check_machine(&o.machine, ctx.now_secs())
+            .err()
+    } else {
+        phase::check_named(&o.shared, &o.machine, ctx.now_secs()).err()
+    };
     let facts = crate::head::Facts::of(&req, label);
     let result = match crate::http::precheck(&o.shared, &req) {
         Some(refusal) => Err(refusal),

@@ -23,6 +23,9 @@ pub struct Ctx {
     pub unix_ms: u64,
     pub time: String,
     pub machine: String,
+    /// Whether `machine` was proven by credentials (a token or a client
+    /// certificate), not named by veto's configuration or `anonymous`.
+    pub proven: bool,
     /// What the client's TLS connection to the proxy proved, if anything.
     pub peer: crate::mtls::Peer,
 }
@@ -36,6 +39,7 @@ impl Ctx {
             unix_ms,
             time,
             machine: "anonymous".into(),
+            proven: false,
             peer: crate::mtls::Peer::None,
         }
     }
@@ -72,6 +76,7 @@ pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(
                 .check_machine(&machine, ctx.now_secs())
                 .map_err(|why| bad(&why))?;
             ctx.machine = machine.to_string();
+            ctx.proven = true;
         } else if let Some(m) = &shared.config.listener_machine {
             ctx.machine.clone_from(m);
         }
@@ -114,6 +119,7 @@ pub fn identify(shared: &Shared, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(
             resp
         })?;
     ctx.machine = machine.to_string();
+    ctx.proven = true;
     Ok(())
 }
 

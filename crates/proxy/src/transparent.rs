@@ -172,6 +172,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
                 port,
                 ips: vec![dst.ip()],
                 machine: ctx.machine.clone(),
+                proven: false,
                 claim: Some(Arc::new(Claim::new(dst.ip()))),
             };
             // Each request is decided, recorded and answered on its own.
