@@ -74,7 +74,14 @@ fn curl_with_the_readme_environment_goes_through_veto_run() {
 
     // `./veto.yaml` was the policy in force, and every exchange is in the
     // trail under `./.veto`, the default data directory.
-    let records = veto.records_at(&veto.dir.path().join(".veto"), &[]);
+    // A tunnel's protocol is in its completion entry, written when the
+    // tunnel closes, just after curl is done: wait for it.
+    let data = veto.dir.path().join(".veto");
+    common::eventually(|| {
+        let r = veto.records_at(&data, &[]);
+        r.len() == 3 && r[2]["protocol"] == "tls"
+    });
+    let records = veto.records_at(&data, &[]);
     assert_eq!(records.len(), 3, "{records:?}");
     assert_eq!(records[0]["id"], id);
     assert_eq!(records[0]["decision"], "allow");
